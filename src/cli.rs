@@ -1,0 +1,106 @@
+//! The command line: `ciphercast server | client`, parsed with clap's derive
+//! API. The doc comments below are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::server::RelayMode;
+use crate::shared::limits::{DEFAULT_MAX_CLIENTS, DEFAULT_PORT, MAX_MAX_CLIENTS};
+
+/// ciphercast: end-to-end encrypted chat through a relaying server, on blocking sockets.
+#[derive(Debug, Parser)]
+#[command(name = "ciphercast", version, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: keep the registry of clients and keys, relay sealed messages.
+    #[command(
+        after_help = "Examples:\n  ciphercast server\n  ciphercast server --bind 0.0.0.0 --port 9000 --relay direct"
+    )]
+    Server(ServerArgs),
+    /// Run an interactive client.
+    #[command(
+        after_help = "Examples:\n  ciphercast client --name alice\n  ciphercast client --server 192.168.1.20:8005 --identity alice.pem\n  printf '1\\nbob\\nhello\\n3\\n' | ciphercast client --name alice"
+    )]
+    Client(ClientArgs),
+}
+
+/// Options of `ciphercast server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on; 0.0.0.0 serves the whole classroom network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Directory of videos to serve.
+    #[arg(long, default_value = "videos")]
+    pub videos: PathBuf,
+    /// Who receives a sealed message: everyone (to show only the addressee can open it) or the addressee only.
+    #[arg(long, value_enum, default_value_t = RelayMode::Broadcast)]
+    pub relay: RelayMode,
+    /// Most clients joined at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS, value_parser = parse_max_clients)]
+    pub max_clients: usize,
+}
+
+/// Options of `ciphercast client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server to connect to, as HOST:PORT.
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
+    pub server: String,
+    /// Name to join under (asked for when missing).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Private key file (PKCS#8 PEM), created when missing; without it a fresh key is made for each run.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+}
+
+fn parse_max_clients(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_MAX_CLIENTS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 1 to {MAX_MAX_CLIENTS}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_interface() {
+        let cli = Cli::parse_from(["ciphercast", "server"]);
+        let Command::Server(args) = cli.command else {
+            panic!("not a server")
+        };
+        assert_eq!(
+            (args.bind.as_str(), args.port, args.max_clients),
+            ("127.0.0.1", 8005, 1024)
+        );
+        assert_eq!(args.relay, RelayMode::Broadcast);
+        let cli = Cli::parse_from(["ciphercast", "client"]);
+        let Command::Client(args) = cli.command else {
+            panic!("not a client")
+        };
+        assert_eq!(args.server, "127.0.0.1:8005");
+        assert!(Cli::try_parse_from(["ciphercast", "server", "--max-clients", "0"]).is_err());
+    }
+}

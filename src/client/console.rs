@@ -1,0 +1,184 @@
+//! The terminal: prompts on the main thread, events from the reader thread.
+//!
+//! Two threads print: the main thread (menu, prompts, answers) and the
+//! reader thread (joins, leaves, messages, which arrive at any moment, also
+//! while a prompt waits). On a terminal, rustyline edits the line and its
+//! external printer puts events *above* the line being typed. When stdin is
+//! a pipe, lines are read plainly, and an event that arrives while a prompt
+//! is showing starts on a fresh line and reprints the prompt.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
+
+/// What a prompt got.
+pub(crate) enum Answer {
+    /// A line, without its newline.
+    Line(String),
+    /// End of input (Ctrl-D, or the pipe closed).
+    Eof,
+    /// Ctrl-C while the line editor had the terminal.
+    Interrupted,
+}
+
+/// Reads answers to prompts. Owned by the main thread.
+pub(crate) struct Console {
+    editor: Option<DefaultEditor>,
+    printer: Printer,
+}
+
+/// Prints events; cloned into every thread that prints.
+#[derive(Clone)]
+pub(crate) struct Printer {
+    inner: Arc<Mutex<PrinterState>>,
+}
+
+struct PrinterState {
+    /// rustyline's printer, when the line editor runs.
+    external: Option<Box<dyn ExternalPrinter + Send>>,
+    /// The prompt showing without an answer yet (plain mode only).
+    open_prompt: Option<String>,
+}
+
+impl Console {
+    /// Uses the line editor when stdin and stdout are terminals, plain lines otherwise.
+    pub(crate) fn new() -> Console {
+        let mut external: Option<Box<dyn ExternalPrinter + Send>> = None;
+        let mut editor = None;
+        if io::stdin().is_terminal() && io::stdout().is_terminal() {
+            terminal::save();
+            if let Ok(mut ed) = DefaultEditor::new() {
+                if let Ok(printer) = ed.create_external_printer() {
+                    external = Some(Box::new(printer));
+                }
+                editor = Some(ed);
+            }
+        }
+        let printer = Printer {
+            inner: Arc::new(Mutex::new(PrinterState {
+                external,
+                open_prompt: None,
+            })),
+        };
+        Console { editor, printer }
+    }
+
+    /// A printer for other threads.
+    pub(crate) fn printer(&self) -> Printer {
+        self.printer.clone()
+    }
+
+    /// Shows `prompt` and waits for a line.
+    pub(crate) fn ask(&mut self, prompt: &str) -> Answer {
+        if let Some(editor) = &mut self.editor {
+            return match editor.readline(prompt) {
+                Ok(line) => {
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    Answer::Line(line)
+                }
+                Err(ReadlineError::Interrupted) => Answer::Interrupted,
+                Err(_) => Answer::Eof,
+            };
+        }
+        {
+            let mut state = self.printer.lock();
+            print!("{prompt}");
+            let _ = io::stdout().flush();
+            state.open_prompt = Some(prompt.to_string());
+        }
+        let mut line = String::new();
+        let read = io::stdin().lock().read_line(&mut line);
+        self.printer.lock().open_prompt = None;
+        match read {
+            Ok(0) | Err(_) => {
+                // End of input right after a prompt: finish its line.
+                println!();
+                Answer::Eof
+            }
+            Ok(_) => {
+                let trimmed = line.trim_end_matches(['\n', '\r']).len();
+                line.truncate(trimmed);
+                Answer::Line(line)
+            }
+        }
+    }
+}
+
+impl Printer {
+    fn lock(&self) -> MutexGuard<'_, PrinterState> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Prints one event (one or more lines) to stdout without disturbing a prompt.
+    pub(crate) fn event(&self, text: &str) {
+        let mut state = self.lock();
+        if let Some(external) = &mut state.external
+            && external.print(format!("{text}\n")).is_ok()
+        {
+            return;
+        }
+        let mut out = io::stdout().lock();
+        match &state.open_prompt {
+            Some(prompt) => {
+                let _ = write!(out, "\n{text}\n{prompt}");
+            }
+            None => {
+                let _ = writeln!(out, "{text}");
+            }
+        }
+        let _ = out.flush();
+    }
+
+    /// Prints an error line to stderr.
+    pub(crate) fn error(&self, text: &str) {
+        let state = self.lock();
+        if state.open_prompt.is_some() {
+            println!();
+        }
+        eprintln!("error: {text}");
+    }
+}
+
+/// Restoring the terminal if the process must end while the line editor
+/// holds it in raw mode (the server vanished mid-prompt).
+pub(crate) mod terminal {
+    use super::*;
+
+    #[cfg(unix)]
+    static SAVED: Mutex<Option<nix::sys::termios::Termios>> = Mutex::new(None);
+
+    /// Remembers the terminal's settings.
+    pub(crate) fn save() {
+        #[cfg(unix)]
+        if let Ok(settings) = nix::sys::termios::tcgetattr(io::stdin()) {
+            *SAVED.lock().unwrap_or_else(PoisonError::into_inner) = Some(settings);
+        }
+    }
+
+    /// Puts the terminal back as [`save`] found it.
+    pub(crate) fn restore() {
+        #[cfg(unix)]
+        if let Some(settings) = SAVED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = nix::sys::termios::tcsetattr(
+                io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                settings,
+            );
+        }
+    }
+}
+
+/// Ends the process from any thread, leaving the terminal usable.
+pub(crate) fn exit(code: i32) -> ! {
+    terminal::restore();
+    let _ = io::stdout().flush();
+    std::process::exit(code)
+}

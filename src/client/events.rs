@@ -1,0 +1,132 @@
+//! The reader thread: everything the server sends, printed as it arrives.
+//!
+//! This thread blocks in `read` on the socket for the whole session, so
+//! joins, leaves and messages are shown at once, whatever the main thread is
+//! doing (waiting at a prompt, sealing a message). It updates the local
+//! registry and never writes to the socket: in particular it never answers a
+//! message it could not open, so a forger learns nothing from trying.
+
+use std::fmt::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Session;
+use super::console;
+use crate::shared::connection::{FrameReader, RecvError};
+use crate::shared::crypto::CryptoError;
+use crate::shared::frame::FrameError;
+use crate::shared::message::{Envelope, ServerMessage};
+use crate::shared::visible::visible;
+
+/// Reads until the connection ends. If it ends without our quit, the
+/// server is gone: say so and exit with status 1.
+pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>) {
+    let ended = loop {
+        match reader.recv::<ServerMessage>() {
+            Ok(ServerMessage::Goodbye) => return,
+            Ok(ServerMessage::ServerClosing { reason }) => {
+                break format!("the server closed: {}", visible(&reason));
+            }
+            Ok(message) => handle(&session, message),
+            Err(RecvError::Message(e)) => session.printer.event(&format!(
+                "warning: ignored a message from the server: {}",
+                visible(&e.to_string())
+            )),
+            Err(RecvError::Frame(FrameError::Closed)) => {
+                break "the server closed the connection".to_string();
+            }
+            Err(RecvError::Frame(e)) => break format!("connection to the server lost: {e}"),
+        }
+    };
+    if session.quitting.load(Ordering::SeqCst) {
+        return;
+    }
+    session.printer.error(&ended);
+    console::exit(1);
+}
+
+fn handle(session: &Session, message: ServerMessage) {
+    let printer = &session.printer;
+    match message {
+        ServerMessage::PeerJoined { name, public_key } => {
+            session.peers().insert(&name, public_key);
+            printer.event(&format!("{} joined", visible(&name)));
+        }
+        ServerMessage::PeerLeft { name, reason } => {
+            session.peers().remove(&name);
+            printer.event(&format!("{} left ({reason})", visible(&name)));
+        }
+        ServerMessage::Sealed { from, envelope } if envelope.to == session.name => {
+            printer.event(&open(session, &from, &envelope));
+        }
+        ServerMessage::Sealed { from, envelope } => printer.event(&format!(
+            "sealed message from {} to {} ({} bytes): not for me, cannot decrypt",
+            visible(&from),
+            visible(&envelope.to),
+            envelope.sealed_len()
+        )),
+        ServerMessage::Error { message } => {
+            printer.event(&format!("warning: server says: {}", visible(&message)))
+        }
+        ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => {
+            printer.event("warning: unexpected join reply from the server, ignored")
+        }
+        ServerMessage::Goodbye | ServerMessage::ServerClosing { .. } => {}
+    }
+}
+
+/// Opens a message addressed to us; the line to print either way.
+fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
+    let key = match session.peers().key(from) {
+        Some(Ok(key)) => key,
+        Some(Err(e)) => {
+            return format!(
+                "warning: message from {} not shown: their key is unusable: {e}",
+                visible(from)
+            );
+        }
+        None => {
+            return format!(
+                "warning: message from unknown sender {} not shown",
+                visible(from)
+            );
+        }
+    };
+    // RSA work happens outside the peers lock (the guard above is a temporary).
+    match session.identity.open(from, &key, envelope) {
+        Ok(text) => format_message(from, &text),
+        Err(
+            e @ (CryptoError::BadSignature(_) | CryptoError::Undecryptable | CryptoError::NotUtf8),
+        ) => {
+            format!("warning: message from {} rejected: {e}", visible(from))
+        }
+        Err(e) => format!("warning: message from {} not shown: {e}", visible(from)),
+    }
+}
+
+/// `[bob] first line`, further lines indented by two spaces; every line made visible.
+pub(crate) fn format_message(from: &str, text: &str) -> String {
+    let mut out = format!("[{}] ", visible(from));
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("\n  ");
+        }
+        let _ = write!(out, "{}", visible(line));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_message;
+
+    #[test]
+    fn indents_continuation_lines_and_shows_escapes() {
+        assert_eq!(format_message("bob", "hi"), "[bob] hi");
+        assert_eq!(
+            format_message("bob", "one\ntwo\r\n\u{1b}[2J"),
+            "[bob] one\n  two\\r\n  \\x1b[2J"
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! The interactive client.
+//!
+//! Two threads. The main thread owns the terminal's input: it asks for a
+//! name, joins, then runs the menu, sealing and sending messages. The reader
+//! thread ([`events`]) owns the socket's reading half and prints whatever the
+//! server sends the moment it arrives. They share a [`Session`]: the local
+//! registry of peers and the socket's writing half, each behind its own lock.
+
+mod console;
+mod events;
+mod peers;
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use console::{Answer, Console, Printer};
+use peers::Peers;
+
+use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
+use crate::shared::crypto::Identity;
+use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+use crate::shared::message::{ClientMessage, ServerMessage};
+use crate::shared::names::validate_name;
+use crate::shared::visible::visible;
+
+/// How long to wait for the server to answer the hello or the quit.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How the client was started.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST:PORT` of the server.
+    pub server: String,
+    /// Name to join under; asked for when `None`.
+    pub name: Option<String>,
+    /// Private key file; a fresh key per run when `None`.
+    pub identity: Option<PathBuf>,
+}
+
+/// What both client threads share.
+struct Session {
+    name: String,
+    identity: Identity,
+    peers: Mutex<Peers>,
+    writer: Mutex<FrameWriter<TcpStream>>,
+    /// Set before we send Quit, so the reader takes the close calmly.
+    quitting: AtomicBool,
+    printer: Printer,
+}
+
+impl Session {
+    fn peers(&self) -> MutexGuard<'_, Peers> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, message: &ClientMessage) -> io::Result<()> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer
+            .send(message)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Says Quit, waits briefly for the goodbye, prints `bye`.
+    fn quit(&self) {
+        self.quitting.store(true, Ordering::SeqCst);
+        let _ = self.send(&ClientMessage::Quit);
+        println!("bye");
+    }
+}
+
+/// Runs the client; returns the process exit status (0 quit, 1 refused or
+/// server unreachable or gone).
+pub fn run(config: Config) -> i32 {
+    let mut console = Console::new();
+    let printer = console.printer();
+    let identity = match &config.identity {
+        Some(path) => match Identity::load_or_create(path) {
+            Ok((identity, _)) => identity,
+            Err(e) => {
+                printer.error(&e.to_string());
+                return 1;
+            }
+        },
+        None => match Identity::generate() {
+            Ok(identity) => identity,
+            Err(e) => {
+                printer.error(&format!("cannot generate a key: {e}"));
+                return 1;
+            }
+        },
+    };
+    // Asking again only makes sense when a person is typing the name.
+    let may_ask_again = config.name.is_none() && io::IsTerminal::is_terminal(&io::stdin());
+    let mut name = config.name.clone();
+    let mut shown_fingerprint = false;
+    let (name, stream, reader, peers) = loop {
+        let candidate = match name.take() {
+            Some(name) => name,
+            None => match console.ask("Enter your name: ") {
+                Answer::Line(line) => line.trim().to_string(),
+                Answer::Eof | Answer::Interrupted => {
+                    println!("bye");
+                    return 0;
+                }
+            },
+        };
+        let refusal = match validate_name(&candidate) {
+            Err(e) => format!("invalid name: {e}"),
+            Ok(()) => {
+                if !shown_fingerprint {
+                    println!("Your fingerprint: {}", identity.fingerprint());
+                    shown_fingerprint = true;
+                }
+                match join(&config.server, &candidate, &identity) {
+                    Ok(Joined::Welcome {
+                        stream,
+                        reader,
+                        peers,
+                    }) => break (candidate, stream, reader, peers),
+                    Ok(Joined::Refused(reason)) => visible(&reason).into_owned(),
+                    Err(e) => {
+                        printer.error(&e);
+                        return 1;
+                    }
+                }
+            }
+        };
+        printer.error(&refusal);
+        if !may_ask_again {
+            return 1;
+        }
+    };
+
+    println!("Connected to {} as {name}", config.server);
+    let online = peers
+        .names()
+        .iter()
+        .map(|n| visible(n).into_owned())
+        .collect::<Vec<_>>();
+    if online.is_empty() {
+        println!("online: nobody else yet");
+    } else {
+        println!("online: {}", online.join(", "));
+    }
+
+    let session = Arc::new(Session {
+        name,
+        identity,
+        peers: Mutex::new(peers),
+        writer: Mutex::new(FrameWriter::new(stream)),
+        quitting: AtomicBool::new(false),
+        printer,
+    });
+    let reader_session = Arc::clone(&session);
+    let reader_thread = match thread::Builder::new()
+        .name("reader".into())
+        .spawn(move || events::run(reader_session, reader))
+    {
+        Ok(handle) => handle,
+        Err(e) => {
+            session
+                .printer
+                .error(&format!("cannot start the reader thread: {e}"));
+            return 1;
+        }
+    };
+    // Outside the line editor (stdin piped), Ctrl-C is a signal: quit as
+    // option 3 would. Inside it, Ctrl-C is a key that `ask` reports.
+    let signal_session = Arc::clone(&session);
+    let _ = ctrlc::set_handler(move || {
+        signal_session.quit();
+        console::exit(0);
+    });
+
+    menu(&mut console, &session);
+    session.quit();
+    // The reader ends when the server closes after its goodbye.
+    let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
+    while !reader_thread.is_finished() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    console::terminal::restore();
+    0
+}
+
+/// The result of a hello.
+enum Joined {
+    Welcome {
+        stream: TcpStream,
+        reader: FrameReader<TcpStream>,
+        peers: Peers,
+    },
+    Refused(String),
+}
+
+/// Connects, says hello, and waits for the welcome or the refusal.
+fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot reach the server at {server}: {e}\n  Is it running? Start one with `make run-server` or `ciphercast server`, or point --server at it."
+        )
+    };
+    let addresses = server.to_socket_addrs().map_err(|e| unreachable(&e))?;
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
+    let stream = addresses
+        .into_iter()
+        .find_map(|address| {
+            TcpStream::connect_timeout(&address, Duration::from_secs(5))
+                .map_err(|e| last_error = e)
+                .ok()
+        })
+        .ok_or_else(|| unreachable(&last_error))?;
+    let _ = stream.set_nodelay(true);
+    let lost =
+        |e: &dyn std::fmt::Display| format!("connection to the server at {server} lost: {e}");
+    let read_half = stream.try_clone().map_err(|e| lost(&e))?;
+    let _ = read_half.set_read_timeout(Some(REPLY_TIMEOUT));
+    let mut reader = FrameReader::new(read_half, MAX_FRAME_LEN);
+    let hello = ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        name: name.into(),
+        public_key: identity.public_pem().into(),
+    };
+    FrameWriter::new(&stream)
+        .send(&hello)
+        .map_err(|e| lost(&e))?;
+    match reader.recv::<ServerMessage>() {
+        Ok(ServerMessage::Welcome { peers: list, .. }) => {
+            let _ = reader.get_mut().set_read_timeout(None);
+            let mut peers = Peers::default();
+            for peer in list {
+                peers.insert(&peer.name, peer.public_key);
+            }
+            Ok(Joined::Welcome {
+                stream,
+                reader,
+                peers,
+            })
+        }
+        Ok(ServerMessage::Refused { reason, .. }) => Ok(Joined::Refused(reason)),
+        Ok(other) => Err(format!("unexpected reply to the hello: {other:?}")),
+        Err(RecvError::Message(e)) => Err(lost(&e)),
+        Err(RecvError::Frame(e)) => Err(lost(&e)),
+    }
+}
+
+/// The menu loop; returns when the user quits or input ends.
+fn menu(console: &mut Console, session: &Session) {
+    loop {
+        println!("1. Available clients / send a message\n2. Video playback\n3. Quit");
+        let choice = match console.ask("> ") {
+            Answer::Line(line) => line,
+            Answer::Eof | Answer::Interrupted => return,
+        };
+        let flow = match choice.trim() {
+            "1" => send_flow(console, session),
+            "2" => {
+                println!("Video playback is not available yet.");
+                Flow::Menu
+            }
+            "3" => return,
+            "" => Flow::Menu,
+            other => {
+                println!("Unknown choice \"{}\": type 1, 2 or 3.", visible(other));
+                Flow::Menu
+            }
+        };
+        if let Flow::Quit = flow {
+            return;
+        }
+    }
+}
+
+/// Where a sub-dialogue leaves the user.
+enum Flow {
+    Menu,
+    Quit,
+}
+
+/// Option 1: list peers, ask for a recipient and a message, seal, send.
+fn send_flow(console: &mut Console, session: &Session) -> Flow {
+    let names = session.peers().names();
+    if names.is_empty() {
+        println!("No other clients online.");
+        return Flow::Menu;
+    }
+    let shown: Vec<String> = names.iter().map(|n| visible(n).into_owned()).collect();
+    println!("Available clients: {}", shown.join(", "));
+    let to = loop {
+        let to = match console.ask("Send to: ") {
+            Answer::Line(line) => line.trim().to_string(),
+            Answer::Interrupted => return Flow::Menu,
+            Answer::Eof => return Flow::Quit,
+        };
+        if to.is_empty() {
+            return Flow::Menu;
+        }
+        if session.peers().contains(&to) {
+            break to;
+        }
+        println!("No client named {}.", visible(&to));
+    };
+    let text = match read_message(console) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Flow::Menu,
+        Err(()) => return Flow::Quit,
+    };
+    let key = match session.peers().key(&to) {
+        Some(Ok(key)) => key,
+        Some(Err(e)) => {
+            session.printer.error(&format!("cannot send to {to}: {e}"));
+            return Flow::Menu;
+        }
+        None => {
+            println!("No client named {}.", visible(&to));
+            return Flow::Menu;
+        }
+    };
+    // Sealing is RSA work: it runs with no lock held.
+    match session.identity.seal(&session.name, &to, &key, &text) {
+        Ok(envelope) => match session.send(&ClientMessage::Send { envelope }) {
+            Ok(()) => println!("sent to {}", visible(&to)),
+            Err(e) => session.printer.error(&format!("not sent: {e}")),
+        },
+        Err(e) => session.printer.error(&format!("not sent: {e}")),
+    }
+    Flow::Menu
+}
+
+/// Reads the message text: a line ending in `\` continues on the next line.
+/// `Ok(None)`: empty (back to the menu); `Err`: end of input.
+fn read_message(console: &mut Console) -> Result<Option<String>, ()> {
+    let mut text = String::new();
+    let mut prompt = "Message: ";
+    loop {
+        let line = match console.ask(prompt) {
+            Answer::Line(line) => line,
+            Answer::Interrupted => return Ok(None),
+            Answer::Eof => return Err(()),
+        };
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                text.push_str(head);
+                text.push('\n');
+                prompt = "... ";
+            }
+            None => {
+                text.push_str(&line);
+                break;
+            }
+        }
+    }
+    Ok(if text.is_empty() { None } else { Some(text) })
+}

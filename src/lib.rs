@@ -1,0 +1,22 @@
+//! ciphercast: a key registry, end-to-end encrypted chat relayed by a
+//! server, and multi-resolution video streaming, on blocking `std::net`
+//! sockets — written to be read beside a computer-networks lecture.
+//!
+//! # Layout
+//! - [`shared`]: what both sides speak. [`shared::frame`] (bytes ↔ frames),
+//!   [`shared::message`] (frames ↔ typed messages), [`shared::connection`]
+//!   (frame I/O on a socket), [`shared::crypto`] (hybrid RSA + AES-GCM
+//!   encryption, signatures, fingerprints), [`shared::limits`] (every limit).
+//! - [`server`]: the accept loop, one handler and one writer thread per
+//!   client, and the Mutex-protected registry they share.
+//! - [`client`]: the interactive client: a reader thread for the network,
+//!   the main thread for the menu.
+//! - [`cli`]: the command line, shared by `main.rs` and the tests.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod server;
+pub mod shared;

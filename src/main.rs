@@ -1,0 +1,75 @@
+//! The `ciphercast` binary: parses the command line, starts logging, and
+//! hands over to the library. Exit status: 0 success, 1 failure, 2 usage.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use clap::Parser;
+use log::error;
+
+use ciphercast::cli::{Cli, ClientArgs, Command, ServerArgs};
+use ciphercast::{client, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Server(_) => "info",
+        Command::Client(_) => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+    match cli.command {
+        Command::Server(args) => run_server(args),
+        Command::Client(args) => run_client(args),
+    }
+}
+
+fn run_server(args: ServerArgs) -> ExitCode {
+    let address = format!("{}:{}", args.bind, args.port);
+    let listener = match TcpListener::bind(&address) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    " (another server is running there? pick another with --port)"
+                }
+                std::io::ErrorKind::AddrNotAvailable => " (is --bind an address of this machine?)",
+                _ => "",
+            };
+            eprintln!("error: cannot listen on {address}: {e}{hint}");
+            return ExitCode::from(1);
+        }
+    };
+    let shutdown = match server::Shutdown::new(&listener) {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let on_signal = shutdown.clone();
+    if let Err(e) = ctrlc::set_handler(move || on_signal.trigger()) {
+        error!("cannot install the Ctrl-C handler: {e}");
+    }
+    let config = server::Config {
+        relay: args.relay,
+        max_clients: args.max_clients,
+        videos: args.videos,
+    };
+    match server::run(listener, config, shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_client(args: ClientArgs) -> ExitCode {
+    let config = client::Config {
+        server: args.server,
+        name: args.name,
+        identity: args.identity,
+    };
+    ExitCode::from(client::run(config) as u8)
+}

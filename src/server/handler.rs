@@ -1,0 +1,237 @@
+//! The per-client handler: one thread per connection, blocked in `read`.
+//!
+//! Its life has two phases. Until the client has joined, every read is held
+//! to the 10-second join deadline and frames are capped at
+//! [`MAX_HELLO_FRAME_LEN`]. After the join, the thread reads one frame at a
+//! time with no timeout, decodes it, and hands it to one `handle_*` method
+//! per message. Whatever ends the loop (quit, disconnect, garbage), the same
+//! cleanup runs: leave the registry, let the writer drain, join it.
+//!
+//! This thread never writes to the socket: replies go through the client's
+//! outbox like everything else, so they stay in order with broadcasts.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use super::Context;
+use super::registry::{Outbox, Refusal, RelayError};
+use super::writer;
+use crate::shared::connection::{FrameReader, RecvError};
+use crate::shared::crypto::PeerKey;
+use crate::shared::frame::FrameError;
+use crate::shared::limits::{
+    CONNECTION_STACK_BYTES, JOIN_DEADLINE, MAX_FRAME_LEN, MAX_HELLO_FRAME_LEN, PROTOCOL_VERSION,
+    WRITE_TIMEOUT,
+};
+use crate::shared::message::{ClientMessage, Envelope, LeaveReason, ServerMessage};
+use crate::shared::names::validate_name;
+
+/// Serves one connection until it ends. Runs on the connection's own thread.
+pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    // Small frames (chat) must not wait for Nagle's algorithm; a peer that
+    // stops reading must not hold its writer forever.
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let stream = Arc::new(stream);
+    let (outbox, receiver) = Outbox::new(id, Arc::clone(&stream));
+
+    let writer_stream = Arc::clone(&stream);
+    let writer = match thread::Builder::new()
+        .name(format!("writer-{peer}"))
+        .stack_size(CONNECTION_STACK_BYTES)
+        .spawn(move || writer::run(writer_stream, receiver))
+    {
+        Ok(handle) => handle,
+        Err(e) => {
+            warn!("{peer}: cannot start a writer thread: {e}");
+            return;
+        }
+    };
+
+    let reader = FrameReader::new(
+        JoinClock {
+            stream: Arc::clone(&stream),
+            deadline: None,
+        },
+        MAX_HELLO_FRAME_LEN,
+    );
+    let mut handler = Handler {
+        context,
+        outbox,
+        reader,
+        peer,
+        name: None,
+    };
+    let reason = handler.run();
+    if let Some(name) = &handler.name {
+        handler
+            .context
+            .registry
+            .leave(name, &handler.outbox, reason);
+    }
+    // Dropping the handler drops its outbox sender; once the registry's copy
+    // is gone too, the writer writes what is queued and ends.
+    drop(handler);
+    let _ = writer.join();
+    debug!("{peer}: connection closed");
+}
+
+/// The state of one connection's handler thread.
+struct Handler {
+    context: Arc<Context>,
+    /// This client's queue to its writer thread.
+    outbox: Outbox,
+    reader: FrameReader<JoinClock>,
+    peer: SocketAddr,
+    /// Set once the join succeeded.
+    name: Option<String>,
+}
+
+impl Handler {
+    /// Joins, then serves messages until the connection ends; returns how it ended.
+    fn run(&mut self) -> LeaveReason {
+        match self.join() {
+            Ok(name) => self.name = Some(name),
+            Err(Some(refusal)) => {
+                info!("{}: join refused: {refusal}", self.peer);
+                let _ = self.outbox.send(&ServerMessage::Refused {
+                    code: refusal.code(),
+                    reason: refusal.to_string(),
+                });
+                return LeaveReason::Disconnected;
+            }
+            Err(None) => return LeaveReason::Disconnected,
+        }
+        loop {
+            match self.reader.recv::<ClientMessage>() {
+                Ok(ClientMessage::Send { envelope }) => self.handle_send(envelope),
+                Ok(ClientMessage::Quit) => {
+                    let _ = self.outbox.send(&ServerMessage::Goodbye);
+                    return LeaveReason::Quit;
+                }
+                Ok(ClientMessage::Hello { .. }) => self.reply_error("already joined".into()),
+                // The frame was whole, so the stream is still in step: say
+                // what was wrong and keep serving.
+                Err(RecvError::Message(e)) => self.reply_error(e.to_string()),
+                Err(RecvError::Frame(FrameError::Closed)) => return LeaveReason::Disconnected,
+                Err(RecvError::Frame(e)) => {
+                    // The byte stream is broken: nothing after it can be trusted.
+                    warn!("{}: closing connection: {e}", self.describe());
+                    self.reply_error(e.to_string());
+                    return LeaveReason::Disconnected;
+                }
+            }
+        }
+    }
+
+    /// Reads and checks the hello. `Err(None)`: the peer left without one.
+    fn join(&mut self) -> Result<String, Option<Refusal>> {
+        self.reader.get_mut().deadline = Some(Instant::now() + JOIN_DEADLINE);
+        let hello = match self.reader.recv::<ClientMessage>() {
+            Ok(hello) => hello,
+            Err(RecvError::Frame(FrameError::Closed)) => return Err(None),
+            Err(RecvError::Frame(FrameError::Io(e)))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Err(Some(Refusal::Protocol(format!(
+                    "no hello within {} s",
+                    JOIN_DEADLINE.as_secs()
+                ))));
+            }
+            Err(e) => return Err(Some(Refusal::Protocol(format!("expected a hello: {e}")))),
+        };
+        let ClientMessage::Hello {
+            version,
+            name,
+            public_key,
+        } = hello
+        else {
+            return Err(Some(Refusal::Protocol(
+                "the first message must be a hello".into(),
+            )));
+        };
+        if version != PROTOCOL_VERSION {
+            return Err(Some(Refusal::Version(version)));
+        }
+        validate_name(&name).map_err(|e| Some(e.into()))?;
+        // Parsing the key is the only RSA work the server does; it happens
+        // here, on this client's thread, before the registry lock is taken.
+        let key = PeerKey::from_pem(&public_key).map_err(|e| Some(e.into()))?;
+        let canonical = key.to_pem().map_err(|e| Some(e.into()))?;
+        self.context
+            .registry
+            .join(&name, canonical.into(), &self.outbox)
+            .map_err(Some)?;
+        // Joined: no more deadline, and frames may now be full size.
+        self.reader.get_mut().deadline = None;
+        let _ = self.reader.get_mut().stream.set_read_timeout(None);
+        self.reader.set_max_len(MAX_FRAME_LEN);
+        Ok(name)
+    }
+
+    fn handle_send(&mut self, envelope: Envelope) {
+        if let Err(e) = envelope.check_limits() {
+            return self.reply_error(e.to_string());
+        }
+        let from = self.name.as_deref().unwrap_or_default();
+        let (to, bytes) = (envelope.to.clone(), envelope.sealed_len());
+        match self
+            .context
+            .registry
+            .relay(from, envelope, self.context.config.relay)
+        {
+            Ok(receivers) => {
+                info!("{from} -> {to}: {bytes} sealed bytes relayed to {receivers} client(s)")
+            }
+            Err(e @ RelayError::UnknownRecipient(_)) => self.reply_error(e.to_string()),
+            Err(e) => warn!("{from} -> {to}: not relayed: {e}"),
+        }
+    }
+
+    fn reply_error(&self, message: String) {
+        debug!("{}: error reply: {message}", self.describe());
+        if self.outbox.send(&ServerMessage::Error { message }).is_err() {
+            self.outbox
+                .kick("outbox overflow while replying with errors");
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.peer),
+            None => self.peer.to_string(),
+        }
+    }
+}
+
+/// The socket as the handler reads it: before the join, every read is held to
+/// the join deadline, so a client trickling one byte every nine seconds is
+/// still cut off ten seconds after connecting.
+struct JoinClock {
+    stream: Arc<TcpStream>,
+    deadline: Option<Instant>,
+}
+
+impl Read for JoinClock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        (&*self.stream).read(buf)
+    }
+}

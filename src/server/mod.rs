@@ -1,0 +1,199 @@
+//! The server: a blocking accept loop and two threads per client.
+//!
+//! ```text
+//!  acceptor thread (run)            per connection
+//!  ─────────────────────            ───────────────────────────────────────
+//!  loop {                           client-<addr>: read → decode → handle_*
+//!    accept()  ──── spawn ───────▶      │ queues replies and broadcasts
+//!  }                                    ▼
+//!                                   Registry (Mutex): name → key, outbox
+//!                                       │ try_send, never blocks
+//!                                       ▼
+//!                                   writer-<addr>: outbox → socket
+//! ```
+//!
+//! [`run`] owns the accept loop. Each accepted connection gets a handler
+//! thread ([`handler`]) that blocks reading from its socket and a writer
+//! thread ([`writer`]) that blocks writing to it; they share the
+//! [`registry`] of joined clients. [`Shutdown`] stops it all.
+
+mod handler;
+mod registry;
+mod writer;
+
+use std::io::{self, Write};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use clap::ValueEnum;
+use log::{error, info, warn};
+
+use crate::shared::limits::{CONNECTION_STACK_BYTES, DEFAULT_MAX_CLIENTS, MAX_PENDING_JOINS};
+use crate::shared::message::{RefusalCode, ServerMessage, encode};
+use registry::Registry;
+
+/// Who receives a relayed sealed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RelayMode {
+    /// Everyone but the sender, as in the assignment: the class sees that
+    /// only the addressee can open it.
+    Broadcast,
+    /// The addressee only.
+    Direct,
+}
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Who receives relayed messages.
+    pub relay: RelayMode,
+    /// Most clients joined at once.
+    pub max_clients: usize,
+    /// The video library.
+    pub videos: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            relay: RelayMode::Broadcast,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            videos: PathBuf::from("videos"),
+        }
+    }
+}
+
+/// What every handler thread shares.
+struct Context {
+    config: Config,
+    registry: Registry,
+}
+
+/// Stops a running server from another thread (a signal handler, a test).
+#[derive(Clone)]
+pub struct Shutdown {
+    requested: Arc<AtomicBool>,
+    /// Where to connect to wake the acceptor blocked in `accept()`.
+    wake: SocketAddr,
+}
+
+impl Shutdown {
+    /// A shutdown handle for the server that will run on `listener`.
+    pub fn new(listener: &TcpListener) -> io::Result<Shutdown> {
+        let mut wake = listener.local_addr()?;
+        // A server bound to every interface is woken through loopback.
+        match wake.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => wake.set_ip(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_unspecified() => wake.set_ip(Ipv6Addr::LOCALHOST.into()),
+            _ => {}
+        }
+        Ok(Shutdown {
+            requested: Arc::new(AtomicBool::new(false)),
+            wake,
+        })
+    }
+
+    /// Asks the server to stop. Returns at once; [`run`] returns when every
+    /// thread has ended.
+    pub fn trigger(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        // accept() has no timeout: the only way to wake it is a connection.
+        let _ = TcpStream::connect_timeout(&self.wake, Duration::from_secs(1));
+    }
+
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves `listener` until `shutdown` is triggered, then tells every client,
+/// wakes and joins every thread, and returns.
+pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
+    let limit = config.max_clients + MAX_PENDING_JOINS;
+    let context = Arc::new(Context {
+        registry: Registry::new(config.max_clients),
+        config,
+    });
+    info!(
+        "listening on {} (relay: {:?})",
+        listener.local_addr()?,
+        context.config.relay
+    );
+
+    // Each live connection: its thread and a handle on its socket, so that
+    // shutdown can wake a thread blocked in read.
+    let mut connections: Vec<(JoinHandle<()>, TcpStream)> = Vec::new();
+    let mut next_id: u64 = 0;
+    for accepted in listener.incoming() {
+        if shutdown.is_requested() {
+            break;
+        }
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before we
+                // got to it: not this loop's fault, and not a reason to spin.
+                warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        connections.retain(|(thread, _)| !thread.is_finished());
+        if connections.len() >= limit {
+            refuse_at_door(stream, context.config.max_clients);
+            continue;
+        }
+        next_id += 1;
+        let (id, ctx) = (next_id, Arc::clone(&context));
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let waker = match stream.try_clone() {
+            Ok(waker) => waker,
+            Err(e) => {
+                warn!("{peer}: cannot clone the socket: {e}");
+                continue;
+            }
+        };
+        let spawned = thread::Builder::new()
+            .name(format!("client-{peer}"))
+            .stack_size(CONNECTION_STACK_BYTES)
+            .spawn(move || handler::serve(stream, id, ctx));
+        match spawned {
+            Ok(thread) => connections.push((thread, waker)),
+            Err(e) => error!("{peer}: cannot start a thread: {e}"),
+        }
+    }
+
+    info!("shutting down: telling {} connection(s)", connections.len());
+    context.registry.close_all("server is shutting down");
+    for (_, stream) in &connections {
+        // Wakes the handler blocked in read; its writer still sends what is queued.
+        let _ = stream.shutdown(Direction::Read);
+    }
+    for (thread, _) in connections {
+        let _ = thread.join();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Turns a connection away without giving it a thread.
+fn refuse_at_door(mut stream: TcpStream, max_clients: usize) {
+    let refusal = ServerMessage::Refused {
+        code: RefusalCode::ServerFull,
+        reason: format!("server is full ({max_clients} clients)"),
+    };
+    if let Ok(bytes) = encode(&refusal) {
+        let _ = stream.set_nonblocking(true);
+        let _ = stream.write_all(&bytes);
+    }
+    warn!("refused a connection: too many connections");
+}

@@ -1,0 +1,103 @@
+//! Layer 3 of the protocol: frame I/O over a socket.
+//!
+//! A TCP stream is split into its two halves (`try_clone`), each owned by a
+//! different thread: a [`FrameReader`] for the thread that blocks in `read`,
+//! a [`FrameWriter`] for the thread that writes. No lock is shared between
+//! reading and writing, so a blocked reader never stops a writer.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use super::frame::{Frame, FrameError, read_frame};
+use super::message::{MessageError, decode, encode};
+
+/// Why [`FrameReader::recv`] returned no message.
+#[derive(Debug, Error)]
+pub enum RecvError {
+    /// The byte stream broke: the connection must be closed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A whole frame arrived but held no acceptable message: the stream is
+    /// still in step, so the connection may answer and carry on.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+}
+
+/// The reading half: buffered, bounded frame reads.
+pub struct FrameReader<R: Read> {
+    inner: BufReader<R>,
+    max_len: u32,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Wraps `inner`, refusing frames longer than `max_len`.
+    pub fn new(inner: R, max_len: u32) -> Self {
+        FrameReader {
+            inner: BufReader::new(inner),
+            max_len,
+        }
+    }
+
+    /// Changes the frame limit (the server raises it once a client has joined).
+    pub fn set_max_len(&mut self, max_len: u32) {
+        self.max_len = max_len;
+    }
+
+    /// The wrapped reader, e.g. to change a socket's read timeout.
+    pub fn get_mut(&mut self) -> &mut R {
+        self.inner.get_mut()
+    }
+
+    /// Blocks until one whole frame has arrived.
+    pub fn read_frame(&mut self) -> Result<Frame, FrameError> {
+        read_frame(&mut self.inner, self.max_len)
+    }
+
+    /// Blocks until one whole frame has arrived and decodes it as a control message.
+    pub fn recv<M: DeserializeOwned>(&mut self) -> Result<M, RecvError> {
+        let frame = self.read_frame()?;
+        Ok(decode(&frame)?)
+    }
+}
+
+/// The writing half: each frame is written whole and flushed.
+pub struct FrameWriter<W: Write> {
+    inner: BufWriter<W>,
+}
+
+impl<W: Write> FrameWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        FrameWriter {
+            inner: BufWriter::new(inner),
+        }
+    }
+
+    /// Encodes, writes and flushes one control message.
+    pub fn send<M: Serialize>(&mut self, message: &M) -> Result<(), FrameError> {
+        let bytes = encode(message)?;
+        self.write_encoded(&bytes)?;
+        self.flush()
+    }
+
+    /// Writes an already encoded frame (header included) without flushing,
+    /// so a writer with more frames waiting sends them in one system call.
+    pub fn write_encoded(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+        self.inner.write_all(frame)?;
+        Ok(())
+    }
+
+    /// Sends everything buffered.
+    pub fn flush(&mut self) -> Result<(), FrameError> {
+        self.inner.flush()?;
+        Ok(())
+    }
+
+    /// The wrapped writer.
+    pub fn get_ref(&self) -> &W {
+        self.inner.get_ref()
+    }
+}

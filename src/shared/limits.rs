@@ -1,0 +1,70 @@
+//! Every limit the protocol enforces, in one place.
+//!
+//! A server that teaches blocking sockets must also show how to survive a
+//! classmate's garbage: each number below is checked *before* the work or the
+//! allocation it guards, and each violation fails with a typed error that
+//! carries the numbers (see [`crate::shared::frame::FrameError`] and
+//! [`crate::shared::message::Refusal`]).
+
+use std::time::Duration;
+
+/// Protocol version carried in the hello; a server refuses any other.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default TCP port of the server (`--port`).
+pub const DEFAULT_PORT: u16 = 8005;
+
+/// Largest frame payload (kind byte included) accepted or sent: 16 MiB.
+pub const MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
+
+/// Largest frame a connection may send before it has joined: a hello with an
+/// 8192-bit key is under 2 KiB, so 64 KiB leaves room without letting a
+/// stranger make the server buffer megabytes.
+pub const MAX_HELLO_FRAME_LEN: u32 = 64 * 1024;
+
+/// A connection that has not joined this long after connecting is closed.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Client names: 1 to 32 characters (not bytes).
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// Smallest accepted RSA modulus, in bits.
+pub const MIN_KEY_BITS: usize = 2048;
+
+/// Largest accepted RSA modulus, in bits.
+pub const MAX_KEY_BITS: usize = 8192;
+
+/// Size of the keys the client generates.
+pub const CLIENT_KEY_BITS: usize = 2048;
+
+/// Largest plaintext a client will seal: 1 MiB of UTF-8.
+pub const MAX_PLAINTEXT_BYTES: usize = 1024 * 1024;
+
+/// Largest sealed payload (AEAD ciphertext, tag included) the server relays.
+pub const MAX_CIPHERTEXT_BYTES: usize = MAX_PLAINTEXT_BYTES + 16;
+
+/// Default `--max-clients`.
+pub const DEFAULT_MAX_CLIENTS: usize = 1024;
+
+/// Largest `--max-clients`: two threads per client must stay within reason.
+pub const MAX_MAX_CLIENTS: usize = 100_000;
+
+/// Connections that may be waiting to join on top of `--max-clients`; beyond
+/// that the acceptor closes new connections at once, without a thread.
+pub const MAX_PENDING_JOINS: usize = 64;
+
+/// Control messages that may wait in one client's outbox. A client that lets
+/// this many pile up is not reading, and is disconnected.
+pub const OUTBOX_MESSAGES: usize = 1024;
+
+/// Bytes of control messages that may wait in one client's outbox (the count
+/// alone would let 1024 one-megabyte messages pile up).
+pub const OUTBOX_BYTES: usize = 32 * 1024 * 1024;
+
+/// A write that makes no progress for this long means the peer stopped
+/// reading; the connection is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stack size of the per-connection threads; they keep little on the stack,
+/// and a classroom server may run a thousand of them.
+pub const CONNECTION_STACK_BYTES: usize = 256 * 1024;
