@@ -1,0 +1,464 @@
+//! The chat system end to end: a real server on 127.0.0.1, raw protocol
+//! clients on real sockets.
+
+mod support;
+
+use ciphercast::server::{Config, RelayMode};
+use ciphercast::shared::crypto::CryptoError;
+use ciphercast::shared::message::{
+    ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage,
+};
+use support::{TestClient, TestServer, identity, peer_key};
+
+fn joined_name(message: &ServerMessage) -> Option<&str> {
+    match message {
+        ServerMessage::PeerJoined { name, .. } => Some(name),
+        _ => None,
+    }
+}
+
+fn sealed(message: ServerMessage) -> (String, Envelope) {
+    match message {
+        ServerMessage::Sealed { from, envelope } => (from, envelope),
+        other => panic!("expected a sealed message, got {other:?}"),
+    }
+}
+
+#[test]
+fn three_clients_join_and_each_ends_with_every_key() {
+    let server = TestServer::with_defaults();
+    let (mut alice, alice_saw) = TestClient::join(server.addr, "alice", identity(0));
+    let (mut bob, bob_saw) = TestClient::join(server.addr, "bob", identity(1));
+    let (_carol, carol_saw) = TestClient::join(server.addr, "carol", identity(2));
+    assert!(alice_saw.is_empty());
+    assert_eq!(bob_saw, ["alice"]);
+    // The newcomer's welcome is the whole registry: its `online:` list.
+    assert_eq!(carol_saw, ["alice", "bob"]);
+
+    // The others hear of each newcomer with its exact key.
+    for (client, expected) in [
+        (&mut alice, vec!["bob", "carol"]),
+        (&mut bob, vec!["carol"]),
+    ] {
+        for (want, who) in
+            expected
+                .into_iter()
+                .zip(
+                    [1, 2]
+                        .into_iter()
+                        .skip(if client.name == "bob" { 1 } else { 0 }),
+                )
+        {
+            match client.recv() {
+                ServerMessage::PeerJoined { name, public_key } => {
+                    assert_eq!(&*name, want);
+                    assert_eq!(
+                        peer_key(identity(who)).fingerprint(),
+                        ciphercast::shared::crypto::PeerKey::from_pem(&public_key)
+                            .unwrap()
+                            .fingerprint()
+                    );
+                }
+                other => panic!("{}: expected {want} joined, got {other:?}", client.name),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_long_message_reaches_the_addressee_and_nobody_else_can_read_it() {
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
+    alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
+    alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
+
+    let text: String = "Grüße, 世界! ✓ — ünïcödé "
+        .chars()
+        .cycle()
+        .take(8000)
+        .collect();
+    assert!(text.len() >= 10_000);
+    let envelope = identity(0)
+        .seal("alice", "bob", &peer_key(identity(1)), &text)
+        .unwrap();
+    alice.send(&ClientMessage::Send { envelope });
+
+    let (from, envelope) = sealed(bob.recv_until("a sealed message", |m| {
+        matches!(m, ServerMessage::Sealed { .. })
+    }));
+    assert_eq!(from, "alice");
+    assert_eq!(
+        identity(1)
+            .open(&from, &peer_key(identity(0)), &envelope)
+            .unwrap(),
+        text
+    );
+
+    // Broadcast relay: carol receives the same envelope and cannot open it.
+    let (from, for_bob) = sealed(carol.recv_until("a sealed message", |m| {
+        matches!(m, ServerMessage::Sealed { .. })
+    }));
+    assert_eq!((from.as_str(), for_bob.to.as_str()), ("alice", "bob"));
+    assert!(matches!(
+        identity(2).open(&from, &peer_key(identity(0)), &for_bob),
+        Err(CryptoError::Undecryptable)
+    ));
+
+    // Not one byte the server sent or received holds the plaintext.
+    let needle = &text.as_bytes()[..24];
+    for client in [&alice, &bob, &carol] {
+        for log in [&client.sent, &client.received] {
+            let bytes = log.lock().unwrap();
+            assert!(!bytes.is_empty());
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} saw plaintext on the wire",
+                client.name
+            );
+        }
+    }
+}
+
+#[test]
+fn direct_relay_reaches_the_addressee_only() {
+    let server = TestServer::start(Config {
+        relay: RelayMode::Direct,
+        ..Config::default()
+    });
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
+    alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
+    bob.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
+
+    let to_bob = identity(0)
+        .seal("alice", "bob", &peer_key(identity(1)), "for bob")
+        .unwrap();
+    let to_carol = identity(0)
+        .seal("alice", "carol", &peer_key(identity(2)), "for carol")
+        .unwrap();
+    alice.send(&ClientMessage::Send { envelope: to_bob });
+    alice.send(&ClientMessage::Send { envelope: to_carol });
+    // The server relays alice's messages in order, so had carol been sent the
+    // first, she would read it before the second.
+    let (_, first) = sealed(carol.recv());
+    assert_eq!(first.to, "carol");
+    let (_, got) = sealed(bob.recv());
+    assert_eq!(got.to, "bob");
+}
+
+#[test]
+fn quit_and_abrupt_disconnect_both_notify_and_free_the_name() {
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (carol, _) = TestClient::join(server.addr, "carol", identity(2));
+
+    bob.send(&ClientMessage::Quit);
+    let rest = bob.recv_until_closed();
+    assert!(rest.contains(&ServerMessage::Goodbye), "bob got {rest:?}");
+    let left = alice.recv_until("bob left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
+    assert_eq!(
+        left,
+        ServerMessage::PeerLeft {
+            name: "bob".into(),
+            reason: LeaveReason::Quit
+        }
+    );
+
+    drop(carol); // no quit: the socket just closes
+    let left = alice.recv_until("carol left", |m| {
+        matches!(m, ServerMessage::PeerLeft { .. })
+    });
+    assert_eq!(
+        left,
+        ServerMessage::PeerLeft {
+            name: "carol".into(),
+            reason: LeaveReason::Disconnected
+        }
+    );
+
+    // Both names are free again.
+    let (_bob, peers) = TestClient::join(server.addr, "bob", identity(3));
+    assert_eq!(peers, ["alice"]);
+    let (_carol, peers) = TestClient::join(server.addr, "carol", identity(4));
+    assert_eq!(peers, ["alice", "bob"]);
+}
+
+#[test]
+fn bad_joins_are_refused_with_their_reasons() {
+    let server = TestServer::with_defaults();
+    let (_bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let key = identity(0).public_pem();
+    let small_key = {
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        let small = rsa::PrivateKey::new(&mut rand::rng(), 1024).unwrap();
+        small
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap()
+    };
+    let long_name = "x".repeat(33);
+    let cases: [(&str, &str, RefusalCode, &str); 6] = [
+        ("bob", key, RefusalCode::NameTaken, "name \"bob\" is taken"),
+        ("", key, RefusalCode::InvalidName, "must not be empty"),
+        (
+            "bo\u{1b}[2Jb",
+            key,
+            RefusalCode::InvalidName,
+            "control or format characters",
+        ),
+        (
+            &long_name,
+            key,
+            RefusalCode::InvalidName,
+            "at most 32 characters, got 33",
+        ),
+        ("dave", &small_key, RefusalCode::BadKey, "1024 bits"),
+        (
+            "erin",
+            "not a key",
+            RefusalCode::BadKey,
+            "not an RSA public key",
+        ),
+    ];
+    for (name, public_key, code, words) in cases {
+        let (mut client, reply) = TestClient::hello(server.addr, name, public_key);
+        match reply {
+            ServerMessage::Refused { code: got, reason } => {
+                assert_eq!(got, code, "{name:?}: {reason}");
+                assert!(
+                    reason.contains(words),
+                    "{name:?}: reason {reason:?} lacks {words:?}"
+                );
+            }
+            other => panic!("{name:?} was not refused: {other:?}"),
+        }
+        // A refusal closes the connection.
+        assert!(client.recv_until_closed().is_empty());
+    }
+}
+
+#[test]
+fn a_wrong_protocol_version_or_a_first_message_that_is_not_a_hello_is_refused() {
+    let server = TestServer::with_defaults();
+    let mut client = TestClient::connect(server.addr);
+    client.send(&ClientMessage::Hello {
+        version: 99,
+        name: "x".into(),
+        public_key: identity(0).public_pem().into(),
+    });
+    assert!(matches!(
+        client.recv(),
+        ServerMessage::Refused {
+            code: RefusalCode::Version,
+            ..
+        }
+    ));
+    let mut client = TestClient::connect(server.addr);
+    client.send(&ClientMessage::Quit);
+    assert!(matches!(
+        client.recv(),
+        ServerMessage::Refused {
+            code: RefusalCode::Protocol,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_four_gigabyte_header_is_refused_while_the_server_keeps_serving() {
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+
+    // Before joining: refused, closed.
+    let mut stranger = TestClient::connect(server.addr);
+    stranger.send_raw(&[0xff, 0xff, 0xff, 0xff]);
+    match stranger.recv() {
+        ServerMessage::Refused {
+            code: RefusalCode::Protocol,
+            reason,
+        } => assert!(reason.contains("4294967295"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(stranger.recv_until_closed().is_empty());
+
+    // After joining: an error, the connection closed, the others told.
+    let (mut mallory, _) = TestClient::join(server.addr, "mallory", identity(3));
+    mallory.send_raw(&[0xff, 0xff, 0xff, 0xff, 0]);
+    let rest = mallory.recv_until_closed();
+    assert!(rest.iter().any(|m| matches!(m, ServerMessage::Error { message } if message.contains("exceeds the limit"))), "{rest:?}");
+    let left = alice.recv_until("mallory left", |m| {
+        matches!(m, ServerMessage::PeerLeft { .. })
+    });
+    assert_eq!(
+        left,
+        ServerMessage::PeerLeft {
+            name: "mallory".into(),
+            reason: LeaveReason::Disconnected
+        }
+    );
+
+    // Everyone else carries on.
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let envelope = identity(0)
+        .seal("alice", "bob", &peer_key(identity(1)), "still here")
+        .unwrap();
+    alice.send(&ClientMessage::Send { envelope });
+    let (from, envelope) = sealed(bob.recv());
+    assert_eq!(
+        identity(1)
+            .open(&from, &peer_key(identity(0)), &envelope)
+            .unwrap(),
+        "still here"
+    );
+}
+
+#[test]
+fn malformed_messages_get_an_error_and_the_connection_survives() {
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
+
+    for garbage in [
+        &b"not json"[..],
+        br#"{"type":"launch_missiles"}"#,
+        br#"{"type":"send"}"#,
+        b"[1,2,3]",
+    ] {
+        let frame = ciphercast::shared::frame::encode_frame(
+            ciphercast::shared::frame::FrameKind::Control,
+            garbage,
+        )
+        .unwrap();
+        alice.send_raw(&frame);
+        assert!(
+            matches!(alice.recv(), ServerMessage::Error { .. }),
+            "no error for {:?}",
+            String::from_utf8_lossy(garbage)
+        );
+    }
+    // An envelope for nobody: an error naming the recipient.
+    let mut envelope = identity(0)
+        .seal("alice", "bob", &peer_key(identity(1)), "hi")
+        .unwrap();
+    envelope.to = "nobody".into();
+    alice.send(&ClientMessage::Send { envelope });
+    assert!(matches!(alice.recv(), ServerMessage::Error { message } if message.contains("nobody")));
+
+    // Still joined and relaying.
+    let envelope = identity(0)
+        .seal("alice", "bob", &peer_key(identity(1)), "after the garbage")
+        .unwrap();
+    alice.send(&ClientMessage::Send { envelope });
+    let (from, envelope) = sealed(bob.recv());
+    assert_eq!(
+        identity(1)
+            .open(&from, &peer_key(identity(0)), &envelope)
+            .unwrap(),
+        "after the garbage"
+    );
+}
+
+#[test]
+fn a_connection_that_never_joins_is_closed_after_the_deadline() {
+    let server = TestServer::with_defaults();
+    let mut idle = TestClient::connect(server.addr);
+    // Trickle half a header: a per-read timeout alone would never fire.
+    idle.send_raw(&[0, 0]);
+    match idle.recv() {
+        ServerMessage::Refused {
+            code: RefusalCode::Protocol,
+            reason,
+        } => assert!(
+            reason.contains("10 s") || reason.contains("hello"),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(idle.recv_until_closed().is_empty());
+}
+
+#[test]
+fn a_client_that_stops_reading_is_disconnected_and_nobody_else_suffers() {
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (_sleeper, _) = TestClient::join(server.addr, "sleeper", identity(1));
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(2));
+    alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
+
+    // Broadcast 1 MiB envelopes (the server cannot tell they are not real
+    // ciphertext) until the sleeper's outbox and socket buffers are full.
+    let template = Envelope {
+        id: "0".into(),
+        to: "bob".into(),
+        sent_at: 0,
+        wrapped_key: vec![0; 256],
+        nonce: vec![0; 12],
+        ciphertext: vec![0x5a; 1024 * 1024],
+        signature: vec![0; 256],
+    };
+    let (mut sleeper_left, mut bob_told) = (false, false);
+    for i in 0..200 {
+        alice.send(&ClientMessage::Send {
+            envelope: Envelope {
+                id: i.to_string(),
+                ..template.clone()
+            },
+        });
+        // bob keeps reading, so he is never the one dropped.
+        bob.recv_until("a sealed message", |m| {
+            bob_told |= matches!(m, ServerMessage::PeerLeft { name, .. } if name == "sleeper");
+            matches!(m, ServerMessage::Sealed { .. })
+        });
+        while let Ok(true) = has_pending(&alice) {
+            if let ServerMessage::PeerLeft { name, reason } = alice.recv() {
+                assert_eq!(
+                    (name.as_str(), reason),
+                    ("sleeper", LeaveReason::Disconnected)
+                );
+                sleeper_left = true;
+            }
+        }
+        if sleeper_left {
+            break;
+        }
+    }
+    assert!(sleeper_left, "the sleeper was never disconnected");
+    // bob hears of it too, and is still served.
+    if !bob_told {
+        bob.recv_until("sleeper left", |m| {
+            matches!(m, ServerMessage::PeerLeft { .. })
+        });
+    }
+}
+
+/// Whether a message is waiting on the client's socket, without blocking.
+fn has_pending(client: &TestClient) -> std::io::Result<bool> {
+    client.stream.set_nonblocking(true)?;
+    let mut byte = [0u8; 1];
+    let result = client.stream.peek(&mut byte);
+    client.stream.set_nonblocking(false)?;
+    match result {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[test]
+fn shutdown_tells_every_client_and_returns() {
+    let mut server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let _pending = TestClient::connect(server.addr); // connected, never joins
+    server.stop(); // panics if the server does not return in time
+    let rest = alice.recv_until_closed();
+    assert!(
+        rest.iter()
+            .any(|m| matches!(m, ServerMessage::ServerClosing { .. })),
+        "{rest:?}"
+    );
+}

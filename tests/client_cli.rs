@@ -1,0 +1,193 @@
+//! The client binary as a user drives it: stdin piped, stdout and stderr
+//! read line by line, against a real server on 127.0.0.1.
+
+mod support;
+
+use ciphercast::shared::message::{ClientMessage, LeaveReason, ServerMessage};
+use support::{Process, Stream, TestClient, TestServer, identity, peer_key};
+
+fn client(server: &TestServer, name: &str) -> Process {
+    Process::start(&[
+        "client",
+        "--server",
+        &server.addr.to_string(),
+        "--name",
+        name,
+    ])
+}
+
+#[test]
+fn end_of_input_says_bye_and_exits_zero() {
+    let server = TestServer::with_defaults();
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let mut alice = client(&server, "alice");
+    alice.close_stdin();
+    assert_eq!(alice.finish(), 0, "{:#?}", alice.stderr);
+    let out = &alice.stdout;
+    let fingerprint = out
+        .iter()
+        .find(|l| l.starts_with("Your fingerprint: "))
+        .expect("fingerprint line");
+    let groups: Vec<&str> = fingerprint["Your fingerprint: ".len()..]
+        .split(' ')
+        .collect();
+    assert_eq!(groups.len(), 16, "{fingerprint}");
+    let connected = out
+        .iter()
+        .position(|l| *l == format!("Connected to {} as alice", server.addr))
+        .expect("connected line");
+    assert_eq!(out[connected + 1], "online: bob");
+    assert!(out.last().unwrap().ends_with("bye"), "{out:#?}");
+    // The client said Quit: bob is told alice quit rather than vanished.
+    let left = bob.recv_until("alice left", |m| {
+        matches!(m, ServerMessage::PeerLeft { .. })
+    });
+    assert_eq!(
+        left,
+        ServerMessage::PeerLeft {
+            name: "alice".into(),
+            reason: LeaveReason::Quit
+        }
+    );
+}
+
+#[test]
+fn the_first_client_is_told_nobody_else_is_online() {
+    let server = TestServer::with_defaults();
+    let mut alice = client(&server, "alice");
+    alice.wait_for(Stream::Out, "online: nobody else yet");
+    assert_eq!(alice.finish(), 0);
+}
+
+#[test]
+fn a_taken_name_is_refused_with_exit_status_one() {
+    let server = TestServer::with_defaults();
+    let (_bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let mut impostor = client(&server, "bob");
+    assert_eq!(impostor.finish(), 1);
+    assert!(
+        impostor
+            .stderr
+            .iter()
+            .any(|l| l == "error: name \"bob\" is taken"),
+        "{:#?}",
+        impostor.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_server_says_where_it_looked_and_exits_one() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut alice = Process::start(&["client", "--server", &address, "--name", "alice"]);
+    assert_eq!(alice.finish(), 1);
+    let error = alice.stderr.join("\n");
+    assert!(
+        error.contains(&format!("cannot reach the server at {address}")),
+        "{error}"
+    );
+    assert!(error.contains("make run-server"), "{error}");
+}
+
+#[test]
+fn option_one_lists_clients_asks_again_for_unknown_names_and_sends() {
+    let server = TestServer::with_defaults();
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let mut alice = client(&server, "alice");
+    alice.wait_for(Stream::Out, "online: bob");
+    alice.type_text("1\nzed\nbob\nhello bob\\\nsecond line\n");
+    alice.wait_for(Stream::Out, "Available clients: bob");
+    alice.wait_for(Stream::Out, "No client named zed.");
+    alice.wait_for(Stream::Out, "sent to bob");
+
+    let alice_key = match bob.recv_until("alice joined", |m| {
+        matches!(m, ServerMessage::PeerJoined { .. })
+    }) {
+        ServerMessage::PeerJoined { public_key, .. } => {
+            ciphercast::shared::crypto::PeerKey::from_pem(&public_key).unwrap()
+        }
+        _ => unreachable!(),
+    };
+    match bob.recv_until("a sealed message", |m| {
+        matches!(m, ServerMessage::Sealed { .. })
+    }) {
+        ServerMessage::Sealed { from, envelope } => {
+            assert_eq!(from, "alice");
+            assert_eq!(
+                identity(1).open(&from, &alice_key, &envelope).unwrap(),
+                "hello bob\nsecond line"
+            );
+        }
+        _ => unreachable!(),
+    }
+    alice.type_text("3\n");
+    assert_eq!(alice.finish(), 0);
+    assert!(alice.stdout.last().unwrap().ends_with("bye"));
+}
+
+#[test]
+fn events_and_messages_are_printed_as_they_arrive_and_escapes_are_made_visible() {
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let mut carol = client(&server, "carol");
+    carol.wait_for(Stream::Out, "online: alice");
+    let carol_key = match alice.recv_until("carol joined", |m| {
+        matches!(m, ServerMessage::PeerJoined { .. })
+    }) {
+        ServerMessage::PeerJoined { public_key, .. } => {
+            ciphercast::shared::crypto::PeerKey::from_pem(&public_key).unwrap()
+        }
+        _ => unreachable!(),
+    };
+    let (_dave, _) = TestClient::join(server.addr, "dave", identity(3));
+    carol.wait_for(Stream::Out, "dave joined");
+
+    let text = "line one\nline two \u{1b}[2J\u{1b}]0;pwned\u{7}";
+    let envelope = identity(0)
+        .seal("alice", "carol", &carol_key, text)
+        .unwrap();
+    alice.send(&ClientMessage::Send { envelope });
+    carol.wait_for(Stream::Out, "[alice] line one");
+    carol.wait_for(Stream::Out, "  line two \\x1b[2J\\x1b]0;pwned\\x07");
+    // A message for dave, relayed to everyone: carol sees only that it exists.
+    let envelope = identity(0)
+        .seal("alice", "dave", &peer_key(identity(3)), "for dave")
+        .unwrap();
+    alice.send(&ClientMessage::Send { envelope });
+    let line = carol.wait_for(Stream::Out, "sealed message from alice to dave");
+    assert!(
+        line.ends_with("bytes): not for me, cannot decrypt"),
+        "{line}"
+    );
+
+    alice.send(&ClientMessage::Quit);
+    carol.wait_for(Stream::Out, "alice left (quit)");
+    assert_eq!(carol.finish(), 0);
+    assert!(
+        !carol.stdout.iter().any(|l| l.contains('\u{1b}')),
+        "an escape reached the terminal"
+    );
+}
+
+#[test]
+fn the_client_exits_one_when_the_server_goes_away() {
+    let mut server = TestServer::with_defaults();
+    let mut alice = client(&server, "alice");
+    alice.wait_for(Stream::Out, "online: nobody else yet");
+    server.stop();
+    alice.wait_for(Stream::Err, "error: the server closed");
+    assert_eq!(alice.finish(), 1);
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    let mut bad = Process::start(&["client", "--display", "nonsense", "--bogus"]);
+    assert_eq!(bad.finish(), 2);
+    let mut bad = Process::start(&["server", "--port", "99999"]);
+    assert_eq!(bad.finish(), 2);
+}

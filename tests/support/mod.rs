@@ -1,0 +1,369 @@
+//! Shared test helpers: an in-process server on a free port, a raw protocol
+//! client that records every byte it exchanges, and a pool of RSA identities
+//! (key generation is the slow part of every test, so each key is made once
+//! per test binary).
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ciphercast::server::{self, Config, Shutdown};
+use ciphercast::shared::connection::{FrameReader, FrameWriter, RecvError};
+use ciphercast::shared::crypto::{Identity, PeerKey};
+use ciphercast::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+use ciphercast::shared::message::{ClientMessage, ServerMessage};
+
+/// Every test socket gives up after this long instead of hanging.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The i-th identity of a pool shared by all tests of one binary.
+pub fn identity(i: usize) -> &'static Identity {
+    const POOL: usize = 8;
+    static IDS: OnceLock<Vec<OnceLock<Identity>>> = OnceLock::new();
+    let pool = IDS.get_or_init(|| (0..POOL).map(|_| OnceLock::new()).collect());
+    pool[i % POOL].get_or_init(|| Identity::generate().expect("key generation"))
+}
+
+/// A server running in this process on 127.0.0.1, port chosen by the OS.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Shutdown,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl TestServer {
+    pub fn start(config: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = Shutdown::new(&listener).expect("shutdown handle");
+        let handle = shutdown.clone();
+        let thread = thread::spawn(move || server::run(listener, config, handle));
+        TestServer {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn with_defaults() -> TestServer {
+        TestServer::start(Config::default())
+    }
+
+    /// Stops the server and waits (bounded) for every thread to end.
+    pub fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.shutdown.trigger();
+        let (done_tx, done_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = done_tx.send(thread.join());
+        });
+        match done_rx.recv_timeout(TIMEOUT) {
+            Ok(Ok(Ok(()))) => {}
+            Ok(other) => panic!("server ended badly: {other:?}"),
+            Err(_) => panic!("server did not stop within {TIMEOUT:?}"),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            self.stop();
+        } else if self.thread.is_some() {
+            self.shutdown.trigger();
+        }
+    }
+}
+
+/// Bytes seen on one side of a socket.
+pub type Log = Arc<Mutex<Vec<u8>>>;
+
+/// A socket half that copies every byte it moves into a log.
+pub struct Recorder {
+    stream: TcpStream,
+    log: Log,
+}
+
+impl Read for Recorder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.log.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.stream.write(buf)?;
+        self.log.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// A client speaking the raw protocol, recording what it sends and receives.
+pub struct TestClient {
+    pub name: String,
+    pub stream: TcpStream,
+    reader: FrameReader<Recorder>,
+    writer: FrameWriter<Recorder>,
+    pub sent: Log,
+    pub received: Log,
+}
+
+impl TestClient {
+    /// Connects without saying anything.
+    pub fn connect(addr: SocketAddr) -> TestClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        let (sent, received) = (Log::default(), Log::default());
+        let reader = FrameReader::new(
+            Recorder {
+                stream: stream.try_clone().unwrap(),
+                log: Arc::clone(&received),
+            },
+            MAX_FRAME_LEN,
+        );
+        let writer = FrameWriter::new(Recorder {
+            stream: stream.try_clone().unwrap(),
+            log: Arc::clone(&sent),
+        });
+        TestClient {
+            name: String::new(),
+            stream,
+            reader,
+            writer,
+            sent,
+            received,
+        }
+    }
+
+    /// Connects and says hello with `key`'s public half; returns the first reply.
+    pub fn hello(addr: SocketAddr, name: &str, public_key: &str) -> (TestClient, ServerMessage) {
+        let mut client = TestClient::connect(addr);
+        client.name = name.to_string();
+        client.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            name: name.into(),
+            public_key: public_key.into(),
+        });
+        let reply = client.recv();
+        (client, reply)
+    }
+
+    /// Joins as `name` with identity `key`; panics unless welcomed. Returns the welcome's peers.
+    pub fn join(addr: SocketAddr, name: &str, key: &Identity) -> (TestClient, Vec<String>) {
+        match TestClient::hello(addr, name, key.public_pem()) {
+            (client, ServerMessage::Welcome { peers, .. }) => {
+                (client, peers.iter().map(|p| p.name.to_string()).collect())
+            }
+            (_, other) => panic!("{name} was not welcomed: {other:?}"),
+        }
+    }
+
+    pub fn send(&mut self, message: &ClientMessage) {
+        self.writer.send(message).expect("send");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_encoded(bytes).expect("send raw");
+        self.writer.flush().expect("flush");
+    }
+
+    /// The next control message; panics on timeout or close.
+    pub fn recv(&mut self) -> ServerMessage {
+        match self.reader.recv::<ServerMessage>() {
+            Ok(message) => message,
+            Err(e) => panic!("{}: expected a message, got {e}", self.name),
+        }
+    }
+
+    /// The next control message, or the error that ended the stream.
+    pub fn try_recv(&mut self) -> Result<ServerMessage, RecvError> {
+        self.reader.recv::<ServerMessage>()
+    }
+
+    /// Reads until a message satisfies `wanted` (at most 1000 messages).
+    pub fn recv_until(
+        &mut self,
+        what: &str,
+        mut wanted: impl FnMut(&ServerMessage) -> bool,
+    ) -> ServerMessage {
+        let started = Instant::now();
+        for _ in 0..1000 {
+            let message = self.recv();
+            if wanted(&message) {
+                return message;
+            }
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "{}: no {what} within {TIMEOUT:?}",
+                self.name
+            );
+        }
+        panic!("{}: no {what} within 1000 messages", self.name);
+    }
+
+    /// Reads until the server closes the connection; returns the messages before it.
+    pub fn recv_until_closed(&mut self) -> Vec<ServerMessage> {
+        let mut messages = Vec::new();
+        for _ in 0..1000 {
+            match self.reader.recv::<ServerMessage>() {
+                Ok(message) => messages.push(message),
+                Err(_) => return messages,
+            }
+        }
+        panic!("{}: connection not closed after 1000 messages", self.name);
+    }
+}
+
+/// A peer's key as a client would hold it.
+pub fn peer_key(identity: &Identity) -> PeerKey {
+    PeerKey::from_pem(identity.public_pem()).expect("valid key")
+}
+
+/// The `ciphercast` binary run as a child process with piped stdio, its
+/// output collected line by line by two threads.
+pub struct Process {
+    pub child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: mpsc::Receiver<(Stream, String)>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+/// Which output a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+impl Process {
+    /// Starts `ciphercast ARGS…` with piped stdin, stdout and stderr.
+    pub fn start(args: &[&str]) -> Process {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ciphercast"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ciphercast");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for (which, pipe) in [
+            (Stream::Out, Box::new(out) as Box<dyn Read + Send>),
+            (Stream::Err, Box::new(err)),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                use std::io::BufRead;
+                for line in io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send((which, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Process {
+            child,
+            stdin,
+            lines,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Types `text` into the client's stdin.
+    pub fn type_text(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    /// Closes stdin: end of input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    fn take(&mut self, (which, line): (Stream, String)) -> String {
+        match which {
+            Stream::Out => self.stdout.push(line.clone()),
+            Stream::Err => self.stderr.push(line.clone()),
+        }
+        line
+    }
+
+    /// Waits until a line of `which` contains `text`; returns that line.
+    pub fn wait_for(&mut self, which: Stream, text: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        let seen = |lines: &Vec<String>| lines.iter().find(|l| l.contains(text)).cloned();
+        if let Some(line) = seen(if which == Stream::Out {
+            &self.stdout
+        } else {
+            &self.stderr
+        }) {
+            return line;
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok((w, line)) => {
+                    let line = self.take((w, line));
+                    if w == which && line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no {which:?} line containing {text:?}\nstdout: {:#?}\nstderr: {:#?}",
+            self.stdout, self.stderr
+        );
+    }
+
+    /// Waits (bounded) for the process to exit and collects the rest of its output.
+    pub fn finish(&mut self) -> i32 {
+        self.close_stdin();
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "process did not exit\nstdout: {:#?}\nstderr: {:#?}",
+                    self.stdout, self.stderr
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        // The pipes close when the process is gone; drain what is left.
+        while let Ok(item) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.take(item);
+        }
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
