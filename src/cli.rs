@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::Display;
 use crate::server::RelayMode;
-use crate::shared::limits::{DEFAULT_MAX_CLIENTS, DEFAULT_PORT, MAX_MAX_CLIENTS};
+use crate::shared::limits::{DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, DEFAULT_PORT, MAX_MAX_CLIENTS};
+use crate::shared::video::Pace;
 
 /// ciphercast: end-to-end encrypted chat through a relaying server, on blocking sockets.
 #[derive(Debug, Parser)]
@@ -30,6 +32,11 @@ pub enum Command {
         after_help = "Examples:\n  ciphercast client --name alice\n  ciphercast client --server 192.168.1.20:8005 --identity alice.pem\n  printf '1\\nbob\\nhello\\n3\\n' | ciphercast client --name alice"
     )]
     Client(ClientArgs),
+    /// Generate the demo videos Video_1 and Video_2 at several resolutions.
+    #[command(
+        after_help = "Examples:\n  ciphercast videos\n  ciphercast videos --out /tmp/clips --seconds 2 --fps 10 --heights 24,48,96"
+    )]
+    Videos(VideosArgs),
 }
 
 /// Options of `ciphercast server`.
@@ -47,6 +54,9 @@ pub struct ServerArgs {
     /// Who receives a sealed message: everyone (to show only the addressee can open it) or the addressee only.
     #[arg(long, value_enum, default_value_t = RelayMode::Broadcast)]
     pub relay: RelayMode,
+    /// JPEG quality of streamed frames (1-100).
+    #[arg(long, default_value_t = DEFAULT_JPEG_QUALITY, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
     /// Most clients joined at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS, value_parser = parse_max_clients)]
     pub max_clients: usize,
@@ -64,14 +74,35 @@ pub struct ClientArgs {
     /// Private key file (PKCS#8 PEM), created when missing; without it a fresh key is made for each run.
     #[arg(long)]
     pub identity: Option<PathBuf>,
+    /// Where videos play: a window, the terminal, nowhere (decode and count only), or auto.
+    #[arg(long, value_enum, default_value_t = Display::Auto)]
+    pub display: Display,
+    /// native: at the video's frame rate; none: as fast as the client reads.
+    #[arg(long, value_enum, default_value_t = Pace::Native)]
+    pub pace: Pace,
+}
+
+/// Options of `ciphercast videos`.
+#[derive(Debug, Args)]
+pub struct VideosArgs {
+    /// Directory to write to (created if missing).
+    #[arg(long, default_value = "videos")]
+    pub out: PathBuf,
+    /// Length of each video in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// Heights to generate, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [240u32, 720, 1440])]
+    pub heights: Vec<u32>,
 }
 
 fn parse_max_clients(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if (1..=MAX_MAX_CLIENTS).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "expected a whole number from 1 to {MAX_MAX_CLIENTS}"
-        )),
+        _ => Err(format!("expected a whole number from 1 to {MAX_MAX_CLIENTS}")),
     }
 }
 

@@ -11,6 +11,7 @@
 //!   client, and the Mutex-protected registry they share.
 //! - [`client`]: the interactive client: a reader thread for the network,
 //!   the main thread for the menu.
+//! - [`videos`]: the generator of the demo video library.
 //! - [`cli`]: the command line, shared by `main.rs` and the tests.
 
 #![forbid(unsafe_code)]
@@ -20,3 +21,4 @@ pub mod cli;
 pub mod client;
 pub mod server;
 pub mod shared;
+pub mod videos;

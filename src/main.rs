@@ -7,20 +7,41 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::error;
 
-use ciphercast::cli::{Cli, ClientArgs, Command, ServerArgs};
-use ciphercast::{client, server};
+use ciphercast::cli::{Cli, ClientArgs, Command, ServerArgs, VideosArgs};
+use ciphercast::{client, server, videos};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Server(_) => "info",
-        Command::Client(_) => "warn",
+        Command::Client(_) | Command::Videos(_) => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
     match cli.command {
         Command::Server(args) => run_server(args),
         Command::Client(args) => run_client(args),
+        Command::Videos(args) => run_videos(args),
+    }
+}
+
+fn run_videos(args: VideosArgs) -> ExitCode {
+    let spec = videos::Spec {
+        out: args.out,
+        seconds: args.seconds,
+        fps: args.fps,
+        heights: args.heights,
+    };
+    match videos::generate(&spec) {
+        Ok(files) => {
+            for file in files {
+                println!("wrote {}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -30,9 +51,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => {
             let hint = match e.kind() {
-                std::io::ErrorKind::AddrInUse => {
-                    " (another server is running there? pick another with --port)"
-                }
+                std::io::ErrorKind::AddrInUse => " (another server is running there? pick another with --port)",
                 std::io::ErrorKind::AddrNotAvailable => " (is --bind an address of this machine?)",
                 _ => "",
             };
@@ -55,6 +74,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
         relay: args.relay,
         max_clients: args.max_clients,
         videos: args.videos,
+        jpeg_quality: args.jpeg_quality,
     };
     match server::run(listener, config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +90,8 @@ fn run_client(args: ClientArgs) -> ExitCode {
         server: args.server,
         name: args.name,
         identity: args.identity,
+        display: args.display,
+        pace: args.pace,
     };
     ExitCode::from(client::run(config) as u8)
 }

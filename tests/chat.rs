@@ -5,9 +5,7 @@ mod support;
 
 use ciphercast::server::{Config, RelayMode};
 use ciphercast::shared::crypto::CryptoError;
-use ciphercast::shared::message::{
-    ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage,
-};
+use ciphercast::shared::message::{ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage};
 use support::{TestClient, TestServer, identity, peer_key};
 
 fn joined_name(message: &ServerMessage) -> Option<&str> {
@@ -36,18 +34,10 @@ fn three_clients_join_and_each_ends_with_every_key() {
     assert_eq!(carol_saw, ["alice", "bob"]);
 
     // The others hear of each newcomer with its exact key.
-    for (client, expected) in [
-        (&mut alice, vec!["bob", "carol"]),
-        (&mut bob, vec!["carol"]),
-    ] {
-        for (want, who) in
-            expected
-                .into_iter()
-                .zip(
-                    [1, 2]
-                        .into_iter()
-                        .skip(if client.name == "bob" { 1 } else { 0 }),
-                )
+    for (client, expected) in [(&mut alice, vec!["bob", "carol"]), (&mut bob, vec!["carol"])] {
+        for (want, who) in expected
+            .into_iter()
+            .zip([1, 2].into_iter().skip(if client.name == "bob" { 1 } else { 0 }))
         {
             match client.recv() {
                 ServerMessage::PeerJoined { name, public_key } => {
@@ -74,32 +64,20 @@ fn a_long_message_reaches_the_addressee_and_nobody_else_can_read_it() {
     alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
     alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
 
-    let text: String = "Grüße, 世界! ✓ — ünïcödé "
-        .chars()
-        .cycle()
-        .take(8000)
-        .collect();
+    let text: String = "Grüße, 世界! ✓ — ünïcödé ".chars().cycle().take(8000).collect();
     assert!(text.len() >= 10_000);
-    let envelope = identity(0)
-        .seal("alice", "bob", &peer_key(identity(1)), &text)
-        .unwrap();
+    let envelope = identity(0).seal("alice", "bob", &peer_key(identity(1)), &text).unwrap();
     alice.send(&ClientMessage::Send { envelope });
 
-    let (from, envelope) = sealed(bob.recv_until("a sealed message", |m| {
-        matches!(m, ServerMessage::Sealed { .. })
-    }));
+    let (from, envelope) = sealed(bob.recv_until("a sealed message", |m| matches!(m, ServerMessage::Sealed { .. })));
     assert_eq!(from, "alice");
     assert_eq!(
-        identity(1)
-            .open(&from, &peer_key(identity(0)), &envelope)
-            .unwrap(),
+        identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(),
         text
     );
 
     // Broadcast relay: carol receives the same envelope and cannot open it.
-    let (from, for_bob) = sealed(carol.recv_until("a sealed message", |m| {
-        matches!(m, ServerMessage::Sealed { .. })
-    }));
+    let (from, for_bob) = sealed(carol.recv_until("a sealed message", |m| matches!(m, ServerMessage::Sealed { .. })));
     assert_eq!((from.as_str(), for_bob.to.as_str()), ("alice", "bob"));
     assert!(matches!(
         identity(2).open(&from, &peer_key(identity(0)), &for_bob),
@@ -169,9 +147,7 @@ fn quit_and_abrupt_disconnect_both_notify_and_free_the_name() {
     );
 
     drop(carol); // no quit: the socket just closes
-    let left = alice.recv_until("carol left", |m| {
-        matches!(m, ServerMessage::PeerLeft { .. })
-    });
+    let left = alice.recv_until("carol left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
     assert_eq!(
         left,
         ServerMessage::PeerLeft {
@@ -195,10 +171,7 @@ fn bad_joins_are_refused_with_their_reasons() {
     let small_key = {
         use rsa::pkcs8::{EncodePublicKey, LineEnding};
         let small = rsa::PrivateKey::new(&mut rand::rng(), 1024).unwrap();
-        small
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap()
+        small.to_public_key().to_public_key_pem(LineEnding::LF).unwrap()
     };
     let long_name = "x".repeat(33);
     let cases: [(&str, &str, RefusalCode, &str); 6] = [
@@ -217,22 +190,14 @@ fn bad_joins_are_refused_with_their_reasons() {
             "at most 32 characters, got 33",
         ),
         ("dave", &small_key, RefusalCode::BadKey, "1024 bits"),
-        (
-            "erin",
-            "not a key",
-            RefusalCode::BadKey,
-            "not an RSA public key",
-        ),
+        ("erin", "not a key", RefusalCode::BadKey, "not an RSA public key"),
     ];
     for (name, public_key, code, words) in cases {
         let (mut client, reply) = TestClient::hello(server.addr, name, public_key);
         match reply {
             ServerMessage::Refused { code: got, reason } => {
                 assert_eq!(got, code, "{name:?}: {reason}");
-                assert!(
-                    reason.contains(words),
-                    "{name:?}: reason {reason:?} lacks {words:?}"
-                );
+                assert!(reason.contains(words), "{name:?}: reason {reason:?} lacks {words:?}");
             }
             other => panic!("{name:?} was not refused: {other:?}"),
         }
@@ -289,10 +254,12 @@ fn a_four_gigabyte_header_is_refused_while_the_server_keeps_serving() {
     let (mut mallory, _) = TestClient::join(server.addr, "mallory", identity(3));
     mallory.send_raw(&[0xff, 0xff, 0xff, 0xff, 0]);
     let rest = mallory.recv_until_closed();
-    assert!(rest.iter().any(|m| matches!(m, ServerMessage::Error { message } if message.contains("exceeds the limit"))), "{rest:?}");
-    let left = alice.recv_until("mallory left", |m| {
-        matches!(m, ServerMessage::PeerLeft { .. })
-    });
+    assert!(
+        rest.iter()
+            .any(|m| matches!(m, ServerMessage::Error { message } if message.contains("exceeds the limit"))),
+        "{rest:?}"
+    );
+    let left = alice.recv_until("mallory left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
     assert_eq!(
         left,
         ServerMessage::PeerLeft {
@@ -309,9 +276,7 @@ fn a_four_gigabyte_header_is_refused_while_the_server_keeps_serving() {
     alice.send(&ClientMessage::Send { envelope });
     let (from, envelope) = sealed(bob.recv());
     assert_eq!(
-        identity(1)
-            .open(&from, &peer_key(identity(0)), &envelope)
-            .unwrap(),
+        identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(),
         "still here"
     );
 }
@@ -329,11 +294,8 @@ fn malformed_messages_get_an_error_and_the_connection_survives() {
         br#"{"type":"send"}"#,
         b"[1,2,3]",
     ] {
-        let frame = ciphercast::shared::frame::encode_frame(
-            ciphercast::shared::frame::FrameKind::Control,
-            garbage,
-        )
-        .unwrap();
+        let frame =
+            ciphercast::shared::frame::encode_frame(ciphercast::shared::frame::FrameKind::Control, garbage).unwrap();
         alice.send_raw(&frame);
         assert!(
             matches!(alice.recv(), ServerMessage::Error { .. }),
@@ -342,9 +304,7 @@ fn malformed_messages_get_an_error_and_the_connection_survives() {
         );
     }
     // An envelope for nobody: an error naming the recipient.
-    let mut envelope = identity(0)
-        .seal("alice", "bob", &peer_key(identity(1)), "hi")
-        .unwrap();
+    let mut envelope = identity(0).seal("alice", "bob", &peer_key(identity(1)), "hi").unwrap();
     envelope.to = "nobody".into();
     alice.send(&ClientMessage::Send { envelope });
     assert!(matches!(alice.recv(), ServerMessage::Error { message } if message.contains("nobody")));
@@ -356,9 +316,7 @@ fn malformed_messages_get_an_error_and_the_connection_survives() {
     alice.send(&ClientMessage::Send { envelope });
     let (from, envelope) = sealed(bob.recv());
     assert_eq!(
-        identity(1)
-            .open(&from, &peer_key(identity(0)), &envelope)
-            .unwrap(),
+        identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(),
         "after the garbage"
     );
 }
@@ -373,10 +331,7 @@ fn a_connection_that_never_joins_is_closed_after_the_deadline() {
         ServerMessage::Refused {
             code: RefusalCode::Protocol,
             reason,
-        } => assert!(
-            reason.contains("10 s") || reason.contains("hello"),
-            "{reason}"
-        ),
+        } => assert!(reason.contains("10 s") || reason.contains("hello"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(idle.recv_until_closed().is_empty());
@@ -416,10 +371,7 @@ fn a_client_that_stops_reading_is_disconnected_and_nobody_else_suffers() {
         });
         while let Ok(true) = has_pending(&alice) {
             if let ServerMessage::PeerLeft { name, reason } = alice.recv() {
-                assert_eq!(
-                    (name.as_str(), reason),
-                    ("sleeper", LeaveReason::Disconnected)
-                );
+                assert_eq!((name.as_str(), reason), ("sleeper", LeaveReason::Disconnected));
                 sleeper_left = true;
             }
         }
@@ -430,9 +382,7 @@ fn a_client_that_stops_reading_is_disconnected_and_nobody_else_suffers() {
     assert!(sleeper_left, "the sleeper was never disconnected");
     // bob hears of it too, and is still served.
     if !bob_told {
-        bob.recv_until("sleeper left", |m| {
-            matches!(m, ServerMessage::PeerLeft { .. })
-        });
+        bob.recv_until("sleeper left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
     }
 }
 
@@ -457,8 +407,7 @@ fn shutdown_tells_every_client_and_returns() {
     server.stop(); // panics if the server does not return in time
     let rest = alice.recv_until_closed();
     assert!(
-        rest.iter()
-            .any(|m| matches!(m, ServerMessage::ServerClosing { .. })),
+        rest.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })),
         "{rest:?}"
     );
 }

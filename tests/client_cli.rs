@@ -7,13 +7,7 @@ use ciphercast::shared::message::{ClientMessage, LeaveReason, ServerMessage};
 use support::{Process, Stream, TestClient, TestServer, identity, peer_key};
 
 fn client(server: &TestServer, name: &str) -> Process {
-    Process::start(&[
-        "client",
-        "--server",
-        &server.addr.to_string(),
-        "--name",
-        name,
-    ])
+    Process::start(&["client", "--server", &server.addr.to_string(), "--name", name])
 }
 
 #[test]
@@ -28,9 +22,7 @@ fn end_of_input_says_bye_and_exits_zero() {
         .iter()
         .find(|l| l.starts_with("Your fingerprint: "))
         .expect("fingerprint line");
-    let groups: Vec<&str> = fingerprint["Your fingerprint: ".len()..]
-        .split(' ')
-        .collect();
+    let groups: Vec<&str> = fingerprint["Your fingerprint: ".len()..].split(' ').collect();
     assert_eq!(groups.len(), 16, "{fingerprint}");
     let connected = out
         .iter()
@@ -39,9 +31,7 @@ fn end_of_input_says_bye_and_exits_zero() {
     assert_eq!(out[connected + 1], "online: bob");
     assert!(out.last().unwrap().ends_with("bye"), "{out:#?}");
     // The client said Quit: bob is told alice quit rather than vanished.
-    let left = bob.recv_until("alice left", |m| {
-        matches!(m, ServerMessage::PeerLeft { .. })
-    });
+    let left = bob.recv_until("alice left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
     assert_eq!(
         left,
         ServerMessage::PeerLeft {
@@ -66,10 +56,7 @@ fn a_taken_name_is_refused_with_exit_status_one() {
     let mut impostor = client(&server, "bob");
     assert_eq!(impostor.finish(), 1);
     assert!(
-        impostor
-            .stderr
-            .iter()
-            .any(|l| l == "error: name \"bob\" is taken"),
+        impostor.stderr.iter().any(|l| l == "error: name \"bob\" is taken"),
         "{:#?}",
         impostor.stderr
     );
@@ -105,17 +92,13 @@ fn option_one_lists_clients_asks_again_for_unknown_names_and_sends() {
     alice.wait_for(Stream::Out, "No client named zed.");
     alice.wait_for(Stream::Out, "sent to bob");
 
-    let alice_key = match bob.recv_until("alice joined", |m| {
-        matches!(m, ServerMessage::PeerJoined { .. })
-    }) {
+    let alice_key = match bob.recv_until("alice joined", |m| matches!(m, ServerMessage::PeerJoined { .. })) {
         ServerMessage::PeerJoined { public_key, .. } => {
             ciphercast::shared::crypto::PeerKey::from_pem(&public_key).unwrap()
         }
         _ => unreachable!(),
     };
-    match bob.recv_until("a sealed message", |m| {
-        matches!(m, ServerMessage::Sealed { .. })
-    }) {
+    match bob.recv_until("a sealed message", |m| matches!(m, ServerMessage::Sealed { .. })) {
         ServerMessage::Sealed { from, envelope } => {
             assert_eq!(from, "alice");
             assert_eq!(
@@ -136,9 +119,7 @@ fn events_and_messages_are_printed_as_they_arrive_and_escapes_are_made_visible()
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let mut carol = client(&server, "carol");
     carol.wait_for(Stream::Out, "online: alice");
-    let carol_key = match alice.recv_until("carol joined", |m| {
-        matches!(m, ServerMessage::PeerJoined { .. })
-    }) {
+    let carol_key = match alice.recv_until("carol joined", |m| matches!(m, ServerMessage::PeerJoined { .. })) {
         ServerMessage::PeerJoined { public_key, .. } => {
             ciphercast::shared::crypto::PeerKey::from_pem(&public_key).unwrap()
         }
@@ -148,9 +129,7 @@ fn events_and_messages_are_printed_as_they_arrive_and_escapes_are_made_visible()
     carol.wait_for(Stream::Out, "dave joined");
 
     let text = "line one\nline two \u{1b}[2J\u{1b}]0;pwned\u{7}";
-    let envelope = identity(0)
-        .seal("alice", "carol", &carol_key, text)
-        .unwrap();
+    let envelope = identity(0).seal("alice", "carol", &carol_key, text).unwrap();
     alice.send(&ClientMessage::Send { envelope });
     carol.wait_for(Stream::Out, "[alice] line one");
     carol.wait_for(Stream::Out, "  line two \\x1b[2J\\x1b]0;pwned\\x07");
@@ -160,10 +139,7 @@ fn events_and_messages_are_printed_as_they_arrive_and_escapes_are_made_visible()
         .unwrap();
     alice.send(&ClientMessage::Send { envelope });
     let line = carol.wait_for(Stream::Out, "sealed message from alice to dave");
-    assert!(
-        line.ends_with("bytes): not for me, cannot decrypt"),
-        "{line}"
-    );
+    assert!(line.ends_with("bytes): not for me, cannot decrypt"), "{line}");
 
     alice.send(&ClientMessage::Quit);
     carol.wait_for(Stream::Out, "alice left (quit)");

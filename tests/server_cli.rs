@@ -41,8 +41,7 @@ fn sigterm_tells_the_clients_and_exits_zero() {
     assert!(status.success());
     let rest = alice.recv_until_closed();
     assert!(
-        rest.iter()
-            .any(|m| matches!(m, ServerMessage::ServerClosing { .. })),
+        rest.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })),
         "{rest:?}"
     );
     assert_eq!(server.finish(), 0, "{:#?}", server.stderr);

@@ -40,6 +40,8 @@ struct PrinterState {
     external: Option<Box<dyn ExternalPrinter + Send>>,
     /// The prompt showing without an answer yet (plain mode only).
     open_prompt: Option<String>,
+    /// The terminal is in raw mode (terminal video player): lines end in CR LF.
+    raw: bool,
 }
 
 impl Console {
@@ -60,6 +62,7 @@ impl Console {
             inner: Arc::new(Mutex::new(PrinterState {
                 external,
                 open_prompt: None,
+                raw: false,
             })),
         };
         Console { editor, printer }
@@ -116,6 +119,12 @@ impl Printer {
     /// Prints one event (one or more lines) to stdout without disturbing a prompt.
     pub(crate) fn event(&self, text: &str) {
         let mut state = self.lock();
+        if state.raw {
+            let mut out = io::stdout().lock();
+            let _ = write!(out, "{}\r\n", text.replace('\n', "\r\n"));
+            let _ = out.flush();
+            return;
+        }
         if let Some(external) = &mut state.external
             && external.print(format!("{text}\n")).is_ok()
         {
@@ -139,7 +148,21 @@ impl Printer {
         if state.open_prompt.is_some() {
             println!();
         }
-        eprintln!("error: {text}");
+        let end = if state.raw { "\r\n" } else { "\n" };
+        eprint!("error: {}{end}", text.replace('\n', end));
+    }
+
+    /// Switches CR LF line ends on or off (for a terminal in raw mode).
+    pub(crate) fn set_raw(&self, raw: bool) {
+        self.lock().raw = raw;
+    }
+
+    /// Writes terminal output (a video frame) as one piece, between events.
+    pub(crate) fn write_raw(&self, text: &str) {
+        let _state = self.lock();
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
     }
 }
 
@@ -162,16 +185,8 @@ pub(crate) mod terminal {
     /// Puts the terminal back as [`save`] found it.
     pub(crate) fn restore() {
         #[cfg(unix)]
-        if let Some(settings) = SAVED
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            let _ = nix::sys::termios::tcsetattr(
-                io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                settings,
-            );
+        if let Some(settings) = SAVED.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            let _ = nix::sys::termios::tcsetattr(io::stdin(), nix::sys::termios::SetArg::TCSANOW, settings);
         }
     }
 }

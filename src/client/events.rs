@@ -11,32 +11,86 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
 use super::Session;
 use super::console;
-use crate::shared::connection::{FrameReader, RecvError};
+use super::player::Media;
+use crate::shared::connection::FrameReader;
 use crate::shared::crypto::CryptoError;
-use crate::shared::frame::FrameError;
-use crate::shared::message::{Envelope, ServerMessage};
+use crate::shared::frame::{FrameError, FrameKind};
+use crate::shared::message::{Envelope, ServerMessage, decode};
+use crate::shared::video::FrameHeader;
 use crate::shared::visible::visible;
 
 /// Reads until the connection ends. If it ends without our quit, the
 /// server is gone: say so and exit with status 1.
-pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>) {
+pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
     let ended = loop {
-        match reader.recv::<ServerMessage>() {
-            Ok(ServerMessage::Goodbye) => return,
-            Ok(ServerMessage::ServerClosing { reason }) => {
-                break format!("the server closed: {}", visible(&reason));
+        let frame = match reader.read_frame() {
+            Ok(frame) => frame,
+            Err(FrameError::Closed) => break "the server closed the connection".to_string(),
+            Err(e) => break format!("connection to the server lost: {e}"),
+        };
+        if frame.kind == FrameKind::Video {
+            match FrameHeader::decode(&frame.payload) {
+                Ok((header, jpeg)) => {
+                    let arrived = Instant::now();
+                    forward(
+                        &session,
+                        &media,
+                        Media::Frame {
+                            header,
+                            jpeg: jpeg.to_vec(),
+                            arrived,
+                        },
+                    );
+                }
+                Err(e) => session.printer.event(&format!("warning: ignored a video frame: {e}")),
             }
+            continue;
+        }
+        match decode::<ServerMessage>(&frame) {
+            Ok(ServerMessage::Goodbye) => return,
+            Ok(ServerMessage::ServerClosing { reason }) => break format!("the server closed: {}", visible(&reason)),
+            Ok(ServerMessage::VideoList { videos }) => forward(&session, &media, Media::List(videos)),
+            Ok(ServerMessage::StreamStart {
+                stream,
+                video,
+                fps,
+                frames,
+                ..
+            }) => forward(
+                &session,
+                &media,
+                Media::Start {
+                    stream,
+                    video,
+                    fps,
+                    frames,
+                },
+            ),
+            Ok(ServerMessage::StreamEnd {
+                stream,
+                reason,
+                message,
+                ..
+            }) => forward(
+                &session,
+                &media,
+                Media::End {
+                    stream,
+                    reason,
+                    message,
+                },
+            ),
             Ok(message) => handle(&session, message),
-            Err(RecvError::Message(e)) => session.printer.event(&format!(
+            Err(e) => session.printer.event(&format!(
                 "warning: ignored a message from the server: {}",
                 visible(&e.to_string())
             )),
-            Err(RecvError::Frame(FrameError::Closed)) => {
-                break "the server closed the connection".to_string();
-            }
-            Err(RecvError::Frame(e)) => break format!("connection to the server lost: {e}"),
         }
     };
     if session.quitting.load(Ordering::SeqCst) {
@@ -44,6 +98,16 @@ pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>) {
     }
     session.printer.error(&ended);
     console::exit(1);
+}
+
+/// Hands a video message to the main thread, if it is waiting for one. The
+/// channel is small, so a slow player makes this thread wait a frame or two;
+/// a server that sends video nobody asked for is ignored instead of blocking
+/// the chat.
+fn forward(session: &Session, media: &Sender<Media>, item: Media) {
+    if session.media_wanted() {
+        let _ = media.send(item);
+    }
 }
 
 fn handle(session: &Session, message: ServerMessage) {
@@ -66,13 +130,15 @@ fn handle(session: &Session, message: ServerMessage) {
             visible(&envelope.to),
             envelope.sealed_len()
         )),
-        ServerMessage::Error { message } => {
-            printer.event(&format!("warning: server says: {}", visible(&message)))
-        }
+        ServerMessage::Error { message } => printer.event(&format!("warning: server says: {}", visible(&message))),
         ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => {
             printer.event("warning: unexpected join reply from the server, ignored")
         }
-        ServerMessage::Goodbye | ServerMessage::ServerClosing { .. } => {}
+        ServerMessage::Goodbye
+        | ServerMessage::ServerClosing { .. }
+        | ServerMessage::VideoList { .. }
+        | ServerMessage::StreamStart { .. }
+        | ServerMessage::StreamEnd { .. } => {}
     }
 }
 
@@ -87,18 +153,13 @@ fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
             );
         }
         None => {
-            return format!(
-                "warning: message from unknown sender {} not shown",
-                visible(from)
-            );
+            return format!("warning: message from unknown sender {} not shown", visible(from));
         }
     };
     // RSA work happens outside the peers lock (the guard above is a temporary).
     match session.identity.open(from, &key, envelope) {
         Ok(text) => format_message(from, &text),
-        Err(
-            e @ (CryptoError::BadSignature(_) | CryptoError::Undecryptable | CryptoError::NotUtf8),
-        ) => {
+        Err(e @ (CryptoError::BadSignature(_) | CryptoError::Undecryptable | CryptoError::NotUtf8)) => {
             format!("warning: message from {} rejected: {e}", visible(from))
         }
         Err(e) => format!("warning: message from {} not shown: {e}", visible(from)),

@@ -7,8 +7,12 @@
 //! registry of peers and the socket's writing half, each behind its own lock.
 
 mod console;
+mod display;
 mod events;
 mod peers;
+mod player;
+
+pub use display::Display;
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -19,17 +23,23 @@ use std::thread;
 use std::time::Duration;
 
 use console::{Answer, Console, Printer};
+use crossbeam_channel::Receiver;
 use peers::Peers;
+use player::Media;
 
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
 use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
 use crate::shared::message::{ClientMessage, ServerMessage};
 use crate::shared::names::validate_name;
+use crate::shared::video::Pace;
 use crate::shared::visible::visible;
 
 /// How long to wait for the server to answer the hello or the quit.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Video messages that may wait between the reader thread and the player.
+const MEDIA_QUEUE: usize = 8;
 
 /// How the client was started.
 #[derive(Debug, Clone)]
@@ -40,6 +50,10 @@ pub struct Config {
     pub name: Option<String>,
     /// Private key file; a fresh key per run when `None`.
     pub identity: Option<PathBuf>,
+    /// Where videos play.
+    pub display: Display,
+    /// How fast the server sends video.
+    pub pace: Pace,
 }
 
 /// What both client threads share.
@@ -50,6 +64,12 @@ struct Session {
     writer: Mutex<FrameWriter<TcpStream>>,
     /// Set before we send Quit, so the reader takes the close calmly.
     quitting: AtomicBool,
+    /// The main thread is waiting for video messages from the reader.
+    media_wanted: AtomicBool,
+    /// A playback is in progress: Ctrl-C stops it instead of quitting.
+    playing: AtomicBool,
+    /// Ctrl-C was pressed during playback.
+    stop_wanted: AtomicBool,
     printer: Printer,
 }
 
@@ -60,9 +80,24 @@ impl Session {
 
     fn send(&self, message: &ClientMessage) -> io::Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        writer
-            .send(message)
-            .map_err(|e| io::Error::other(e.to_string()))
+        writer.send(message).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn expect_media(&self, wanted: bool) {
+        self.media_wanted.store(wanted, Ordering::SeqCst);
+    }
+
+    fn media_wanted(&self) -> bool {
+        self.media_wanted.load(Ordering::SeqCst)
+    }
+
+    fn set_playing(&self, playing: bool) {
+        self.stop_wanted.store(false, Ordering::SeqCst);
+        self.playing.store(playing, Ordering::SeqCst);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop_wanted.load(Ordering::SeqCst)
     }
 
     /// Says Quit, waits briefly for the goodbye, prints `bye`.
@@ -117,11 +152,7 @@ pub fn run(config: Config) -> i32 {
                     shown_fingerprint = true;
                 }
                 match join(&config.server, &candidate, &identity) {
-                    Ok(Joined::Welcome {
-                        stream,
-                        reader,
-                        peers,
-                    }) => break (candidate, stream, reader, peers),
+                    Ok(Joined::Welcome { stream, reader, peers }) => break (candidate, stream, reader, peers),
                     Ok(Joined::Refused(reason)) => visible(&reason).into_owned(),
                     Err(e) => {
                         printer.error(&e);
@@ -154,30 +185,38 @@ pub fn run(config: Config) -> i32 {
         peers: Mutex::new(peers),
         writer: Mutex::new(FrameWriter::new(stream)),
         quitting: AtomicBool::new(false),
+        media_wanted: AtomicBool::new(false),
+        playing: AtomicBool::new(false),
+        stop_wanted: AtomicBool::new(false),
         printer,
     });
+    let (media_sender, media) = crossbeam_channel::bounded(MEDIA_QUEUE);
     let reader_session = Arc::clone(&session);
     let reader_thread = match thread::Builder::new()
         .name("reader".into())
-        .spawn(move || events::run(reader_session, reader))
+        .spawn(move || events::run(reader_session, reader, media_sender))
     {
         Ok(handle) => handle,
         Err(e) => {
-            session
-                .printer
-                .error(&format!("cannot start the reader thread: {e}"));
+            session.printer.error(&format!("cannot start the reader thread: {e}"));
             return 1;
         }
     };
-    // Outside the line editor (stdin piped), Ctrl-C is a signal: quit as
-    // option 3 would. Inside it, Ctrl-C is a key that `ask` reports.
+    // Outside the line editor (stdin piped, or a video playing), Ctrl-C is a
+    // signal: it stops the playback, or quits as option 3 would. Inside the
+    // editor, Ctrl-C is a key that `ask` reports.
     let signal_session = Arc::clone(&session);
     let _ = ctrlc::set_handler(move || {
-        signal_session.quit();
-        console::exit(0);
+        if signal_session.playing.load(Ordering::SeqCst) {
+            signal_session.stop_wanted.store(true, Ordering::SeqCst);
+        } else {
+            signal_session.quit();
+            console::exit(0);
+        }
     });
 
-    menu(&mut console, &session);
+    let options = (config.display, config.pace);
+    menu(&mut console, &session, &media, options);
     session.quit();
     // The reader ends when the server closes after its goodbye.
     let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
@@ -216,8 +255,7 @@ fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String>
         })
         .ok_or_else(|| unreachable(&last_error))?;
     let _ = stream.set_nodelay(true);
-    let lost =
-        |e: &dyn std::fmt::Display| format!("connection to the server at {server} lost: {e}");
+    let lost = |e: &dyn std::fmt::Display| format!("connection to the server at {server} lost: {e}");
     let read_half = stream.try_clone().map_err(|e| lost(&e))?;
     let _ = read_half.set_read_timeout(Some(REPLY_TIMEOUT));
     let mut reader = FrameReader::new(read_half, MAX_FRAME_LEN);
@@ -226,9 +264,7 @@ fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String>
         name: name.into(),
         public_key: identity.public_pem().into(),
     };
-    FrameWriter::new(&stream)
-        .send(&hello)
-        .map_err(|e| lost(&e))?;
+    FrameWriter::new(&stream).send(&hello).map_err(|e| lost(&e))?;
     match reader.recv::<ServerMessage>() {
         Ok(ServerMessage::Welcome { peers: list, .. }) => {
             let _ = reader.get_mut().set_read_timeout(None);
@@ -236,11 +272,7 @@ fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String>
             for peer in list {
                 peers.insert(&peer.name, peer.public_key);
             }
-            Ok(Joined::Welcome {
-                stream,
-                reader,
-                peers,
-            })
+            Ok(Joined::Welcome { stream, reader, peers })
         }
         Ok(ServerMessage::Refused { reason, .. }) => Ok(Joined::Refused(reason)),
         Ok(other) => Err(format!("unexpected reply to the hello: {other:?}")),
@@ -250,7 +282,7 @@ fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String>
 }
 
 /// The menu loop; returns when the user quits or input ends.
-fn menu(console: &mut Console, session: &Session) {
+fn menu(console: &mut Console, session: &Session, media: &Receiver<Media>, (display, pace): (Display, Pace)) {
     loop {
         println!("1. Available clients / send a message\n2. Video playback\n3. Quit");
         let choice = match console.ask("> ") {
@@ -259,10 +291,7 @@ fn menu(console: &mut Console, session: &Session) {
         };
         let flow = match choice.trim() {
             "1" => send_flow(console, session),
-            "2" => {
-                println!("Video playback is not available yet.");
-                Flow::Menu
-            }
+            "2" => player::video_flow(console, session, media, display, pace),
             "3" => return,
             "" => Flow::Menu,
             other => {

@@ -24,8 +24,7 @@ pub(crate) struct Peers {
 impl Peers {
     /// Records (or replaces) a peer's key.
     pub(crate) fn insert(&mut self, name: &str, pem: Arc<str>) {
-        self.entries
-            .insert(name.to_string(), Entry { pem, parsed: None });
+        self.entries.insert(name.to_string(), Entry { pem, parsed: None });
     }
 
     /// Forgets a peer.

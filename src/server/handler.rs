@@ -13,23 +13,29 @@
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
 use std::time::Instant;
+
+use crossbeam_channel::Sender;
 
 use log::{debug, info, warn};
 
 use super::Context;
+use super::library::{self, Video};
 use super::registry::{Outbox, Refusal, RelayError};
+use super::stream::{self, Job, VideoItem};
 use super::writer;
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;
 use crate::shared::frame::FrameError;
 use crate::shared::limits::{
-    CONNECTION_STACK_BYTES, JOIN_DEADLINE, MAX_FRAME_LEN, MAX_HELLO_FRAME_LEN, PROTOCOL_VERSION,
+    CONNECTION_STACK_BYTES, JOIN_DEADLINE, MAX_FRAME_LEN, MAX_HELLO_FRAME_LEN, PROTOCOL_VERSION, VIDEO_QUEUE_FRAMES,
     WRITE_TIMEOUT,
 };
 use crate::shared::message::{ClientMessage, Envelope, LeaveReason, ServerMessage};
 use crate::shared::names::validate_name;
+use crate::shared::video::{EndReason, Pace};
 
 /// Serves one connection until it ends. Runs on the connection's own thread.
 pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
@@ -42,12 +48,13 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let stream = Arc::new(stream);
     let (outbox, receiver) = Outbox::new(id, Arc::clone(&stream));
+    let (video, video_receiver) = crossbeam_channel::bounded(VIDEO_QUEUE_FRAMES);
 
     let writer_stream = Arc::clone(&stream);
     let writer = match thread::Builder::new()
         .name(format!("writer-{peer}"))
         .stack_size(CONNECTION_STACK_BYTES)
-        .spawn(move || writer::run(writer_stream, receiver))
+        .spawn(move || writer::run(writer_stream, receiver, video_receiver))
     {
         Ok(handle) => handle,
         Err(e) => {
@@ -66,16 +73,16 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
     let mut handler = Handler {
         context,
         outbox,
+        video,
+        playing: None,
+        streams: 0,
         reader,
         peer,
         name: None,
     };
     let reason = handler.run();
     if let Some(name) = &handler.name {
-        handler
-            .context
-            .registry
-            .leave(name, &handler.outbox, reason);
+        handler.context.registry.leave(name, &handler.outbox, reason);
     }
     // Dropping the handler drops its outbox sender; once the registry's copy
     // is gone too, the writer writes what is queued and ends.
@@ -89,6 +96,12 @@ struct Handler {
     context: Arc<Context>,
     /// This client's queue to its writer thread.
     outbox: Outbox,
+    /// This client's video queue, cloned for each streaming thread.
+    video: Sender<VideoItem>,
+    /// The playback in progress, if any.
+    playing: Option<Playback>,
+    /// Streams started on this connection (the last stream's id).
+    streams: u32,
     reader: FrameReader<JoinClock>,
     peer: SocketAddr,
     /// Set once the join succeeded.
@@ -117,6 +130,9 @@ impl Handler {
                     let _ = self.outbox.send(&ServerMessage::Goodbye);
                     return LeaveReason::Quit;
                 }
+                Ok(ClientMessage::ListVideos) => self.handle_list_videos(),
+                Ok(ClientMessage::Play { video, pace }) => self.handle_play(video, pace),
+                Ok(ClientMessage::Stop { stream }) => self.handle_stop(stream),
                 Ok(ClientMessage::Hello { .. }) => self.reply_error("already joined".into()),
                 // The frame was whole, so the stream is still in step: say
                 // what was wrong and keep serving.
@@ -139,10 +155,7 @@ impl Handler {
             Ok(hello) => hello,
             Err(RecvError::Frame(FrameError::Closed)) => return Err(None),
             Err(RecvError::Frame(FrameError::Io(e)))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
+                if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) =>
             {
                 return Err(Some(Refusal::Protocol(format!(
                     "no hello within {} s",
@@ -157,9 +170,7 @@ impl Handler {
             public_key,
         } = hello
         else {
-            return Err(Some(Refusal::Protocol(
-                "the first message must be a hello".into(),
-            )));
+            return Err(Some(Refusal::Protocol("the first message must be a hello".into())));
         };
         if version != PROTOCOL_VERSION {
             return Err(Some(Refusal::Version(version)));
@@ -186,11 +197,7 @@ impl Handler {
         }
         let from = self.name.as_deref().unwrap_or_default();
         let (to, bytes) = (envelope.to.clone(), envelope.sealed_len());
-        match self
-            .context
-            .registry
-            .relay(from, envelope, self.context.config.relay)
-        {
+        match self.context.registry.relay(from, envelope, self.context.config.relay) {
             Ok(receivers) => {
                 info!("{from} -> {to}: {bytes} sealed bytes relayed to {receivers} client(s)")
             }
@@ -199,11 +206,93 @@ impl Handler {
         }
     }
 
+    fn handle_list_videos(&mut self) {
+        let videos = match library::scan(&self.context.config.videos) {
+            Ok(videos) => videos.iter().map(Video::info).collect(),
+            Err(e) => {
+                warn!(
+                    "cannot read the video directory {}: {e}",
+                    self.context.config.videos.display()
+                );
+                self.reply_error("the server cannot read its video directory".into());
+                Vec::new()
+            }
+        };
+        self.reply(&ServerMessage::VideoList { videos });
+    }
+
+    /// Starts a streaming thread for `name`. Every outcome is answered with
+    /// a stream end, so the client never waits for nothing.
+    fn handle_play(&mut self, name: String, pace: Pace) {
+        self.streams = self.streams.wrapping_add(1);
+        let id = self.streams;
+        let refuse = |handler: &Self, message: String| {
+            let end = ServerMessage::StreamEnd {
+                stream: id,
+                reason: EndReason::Error,
+                frames: 0,
+                message: Some(message),
+            };
+            handler.reply(&end);
+        };
+        if self.playing.as_ref().is_some_and(|p| !p.thread.is_finished()) {
+            return refuse(
+                self,
+                "a video is already playing on this connection; stop it first".into(),
+            );
+        }
+        self.stop_stream(); // reaps a finished one
+        let video = match library::find(&self.context.config.videos, &name) {
+            Ok(Some(video)) => video,
+            Ok(None) => return refuse(self, format!("no video named \"{name}\"")),
+            Err(e) => {
+                warn!("cannot read the video directory: {e}");
+                return refuse(self, "the server cannot read its video directory".into());
+            }
+        };
+        let job = Job {
+            id,
+            video,
+            pace,
+            jpeg_quality: i32::from(self.context.config.jpeg_quality),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (queue, flag) = (self.video.clone(), Arc::clone(&stop));
+        info!("{}: plays {name} (stream {id}, pace {pace:?})", self.describe());
+        match thread::Builder::new()
+            .name(format!("stream-{}-{id}", self.peer))
+            .spawn(move || stream::run(job, queue, flag))
+        {
+            Ok(thread) => self.playing = Some(Playback { id, stop, thread }),
+            Err(e) => refuse(self, format!("cannot start a streaming thread: {e}")),
+        }
+    }
+
+    fn handle_stop(&mut self, stream: u32) {
+        match &self.playing {
+            Some(playback) if playback.id == stream => playback.stop.store(true, Ordering::Relaxed),
+            _ => self.reply_error(format!("no stream {stream} is playing")),
+        }
+    }
+
+    /// Stops the playback in progress, if any, and waits for its thread.
+    fn stop_stream(&mut self) {
+        if let Some(playback) = self.playing.take() {
+            playback.stop.store(true, Ordering::Relaxed);
+            let _ = playback.thread.join();
+        }
+    }
+
+    fn reply(&self, message: &ServerMessage) {
+        if self.outbox.send(message).is_err() {
+            self.outbox.kick("outbox overflow");
+        }
+    }
+
     fn reply_error(&self, message: String) {
         debug!("{}: error reply: {message}", self.describe());
         if self.outbox.send(&ServerMessage::Error { message }).is_err() {
-            self.outbox
-                .kick("outbox overflow while replying with errors");
+            self.outbox.kick("outbox overflow while replying with errors");
         }
     }
 
@@ -213,6 +302,13 @@ impl Handler {
             None => self.peer.to_string(),
         }
     }
+}
+
+/// A playback in progress: its streaming thread and the flag that stops it.
+struct Playback {
+    id: u32,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
 }
 
 /// The socket as the handler reads it: before the join, every read is held to

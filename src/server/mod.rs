@@ -18,13 +18,13 @@
 //! [`registry`] of joined clients. [`Shutdown`] stops it all.
 
 mod handler;
+mod library;
 mod registry;
+mod stream;
 mod writer;
 
 use std::io::{self, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use log::{error, info, warn};
 
-use crate::shared::limits::{CONNECTION_STACK_BYTES, DEFAULT_MAX_CLIENTS, MAX_PENDING_JOINS};
+use crate::shared::limits::{CONNECTION_STACK_BYTES, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, MAX_PENDING_JOINS};
 use crate::shared::message::{RefusalCode, ServerMessage, encode};
 use registry::Registry;
 
@@ -57,6 +57,8 @@ pub struct Config {
     pub max_clients: usize,
     /// The video library.
     pub videos: PathBuf,
+    /// JPEG quality of streamed frames, 1–100.
+    pub jpeg_quality: u8,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             relay: RelayMode::Broadcast,
             max_clients: DEFAULT_MAX_CLIENTS,
             videos: PathBuf::from("videos"),
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
         }
     }
 }
@@ -151,10 +154,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         }
         next_id += 1;
         let (id, ctx) = (next_id, Arc::clone(&context));
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let waker = match stream.try_clone() {
             Ok(waker) => waker,
             Err(e) => {

@@ -98,10 +98,7 @@ impl Outgoing {
     fn cost(&self) -> usize {
         match self {
             Outgoing::Frame(bytes) => bytes.len(),
-            Outgoing::Welcome { peers, .. } => peers
-                .iter()
-                .map(|p| p.name.len() + p.public_key.len())
-                .sum(),
+            Outgoing::Welcome { peers, .. } => peers.iter().map(|p| p.name.len() + p.public_key.len()).sum(),
         }
     }
 
@@ -142,9 +139,9 @@ pub(crate) struct OutboxReceiver {
 }
 
 impl OutboxReceiver {
-    /// Blocks for the next item; `None` once every sender is gone and the queue is empty.
-    pub(crate) fn recv(&self) -> Option<Outgoing> {
-        self.rx.recv().ok()
+    /// The channel itself, to wait on it together with another.
+    pub(crate) fn channel(&self) -> &Receiver<Outgoing> {
+        &self.rx
     }
 
     /// The next item if one is waiting.
@@ -252,12 +249,7 @@ impl Registry {
 
     /// Adds a client: the newcomer is queued the whole registry, everyone
     /// else only the newcomer's entry, so a join costs O(clients).
-    pub(crate) fn join(
-        &self,
-        name: &str,
-        public_key: Arc<str>,
-        outbox: &Outbox,
-    ) -> Result<usize, Refusal> {
+    pub(crate) fn join(&self, name: &str, public_key: Arc<str>, outbox: &Outbox) -> Result<usize, Refusal> {
         let name: Arc<str> = name.into();
         let announcement = encode(&ServerMessage::PeerJoined {
             name: Arc::clone(&name),
@@ -295,11 +287,7 @@ impl Registry {
                 return Err(Refusal::Protocol("cannot queue the welcome".into()));
             }
             for member in state.members.values() {
-                if member
-                    .outbox
-                    .push(Outgoing::Frame(Arc::clone(&announcement)))
-                    .is_err()
-                {
+                if member.outbox.push(Outgoing::Frame(Arc::clone(&announcement))).is_err() {
                     overflowed.push(member.outbox.clone());
                 }
             }
@@ -336,11 +324,7 @@ impl Registry {
             }
             state.members.remove(name);
             for member in state.members.values() {
-                if member
-                    .outbox
-                    .push(Outgoing::Frame(Arc::clone(&notice)))
-                    .is_err()
-                {
+                if member.outbox.push(Outgoing::Frame(Arc::clone(&notice))).is_err() {
                     overflowed.push(member.outbox.clone());
                 }
             }
@@ -353,12 +337,7 @@ impl Registry {
     /// Relays a sealed message from `from` to everyone but the sender
     /// ([`RelayMode::Broadcast`], the assignment's demonstration) or to the
     /// addressee only ([`RelayMode::Direct`]). Returns how many received it.
-    pub(crate) fn relay(
-        &self,
-        from: &str,
-        envelope: Envelope,
-        mode: RelayMode,
-    ) -> Result<usize, RelayError> {
+    pub(crate) fn relay(&self, from: &str, envelope: Envelope, mode: RelayMode) -> Result<usize, RelayError> {
         let to = envelope.to.clone();
         let frame: Arc<[u8]> = encode(&ServerMessage::Sealed {
             from: from.into(),
@@ -373,22 +352,14 @@ impl Registry {
                 return Err(RelayError::UnknownRecipient(to));
             }
             let mut deliver = |member: &Member| {
-                if member
-                    .outbox
-                    .push(Outgoing::Frame(Arc::clone(&frame)))
-                    .is_err()
-                {
+                if member.outbox.push(Outgoing::Frame(Arc::clone(&frame))).is_err() {
                     overflowed.push(member.outbox.clone());
                 } else {
                     delivered += 1;
                 }
             };
             match mode {
-                RelayMode::Direct => state
-                    .members
-                    .get(to.as_str())
-                    .into_iter()
-                    .for_each(&mut deliver),
+                RelayMode::Direct => state.members.get(to.as_str()).into_iter().for_each(&mut deliver),
                 RelayMode::Broadcast => state
                     .members
                     .iter()
@@ -403,9 +374,7 @@ impl Registry {
     /// Tells every client the server is going away and empties the registry;
     /// later joins are refused.
     pub(crate) fn close_all(&self, reason: &str) {
-        let message = ServerMessage::ServerClosing {
-            reason: reason.into(),
-        };
+        let message = ServerMessage::ServerClosing { reason: reason.into() };
         let members = {
             let mut state = self.lock();
             state.closed = true;

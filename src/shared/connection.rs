@@ -5,7 +5,7 @@
 //! a [`FrameWriter`] for the thread that writes. No lock is shared between
 //! reading and writing, so a blocked reader never stops a writer.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, IoSlice, Read, Write};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -87,6 +87,25 @@ impl<W: Write> FrameWriter<W> {
     /// so a writer with more frames waiting sends them in one system call.
     pub fn write_encoded(&mut self, frame: &[u8]) -> Result<(), FrameError> {
         self.inner.write_all(frame)?;
+        Ok(())
+    }
+
+    /// Writes a frame given in two pieces (headers, then a large body) with
+    /// vectored writes, so both usually leave in one system call and the
+    /// body is never copied into the buffer. Flushes.
+    pub fn write_split(&mut self, head: &[u8], body: &[u8]) -> Result<(), FrameError> {
+        self.inner.flush()?;
+        let socket = self.inner.get_mut();
+        let mut slices = [IoSlice::new(head), IoSlice::new(body)];
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match socket.write_vectored(slices) {
+                Ok(0) => return Err(FrameError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(())
     }
 

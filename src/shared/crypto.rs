@@ -22,9 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aes_gcm::aead::{Aead, Generate, Key, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use rsa::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
-};
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use rsa::{PrivateKey, PublicKey};
 use sha2::{Digest, Sha256};
@@ -202,13 +200,7 @@ impl Identity {
     }
 
     /// Seals `text` from `from` (our name) to `to`, whose key is `recipient`.
-    pub fn seal(
-        &self,
-        from: &str,
-        to: &str,
-        recipient: &PeerKey,
-        text: &str,
-    ) -> Result<Envelope, CryptoError> {
+    pub fn seal(&self, from: &str, to: &str, recipient: &PeerKey, text: &str) -> Result<Envelope, CryptoError> {
         if text.len() > MAX_PLAINTEXT_BYTES {
             return Err(CryptoError::TooLong { size: text.len() });
         }
@@ -236,21 +228,14 @@ impl Identity {
             .map_err(|_| CryptoError::Undecryptable)?;
         envelope.nonce = nonce.to_vec();
         envelope.wrapped_key = recipient.key.oaep_encrypt::<Sha256>(aes_key.as_slice())?;
-        envelope.signature = self
-            .key
-            .pss_sign::<Sha256>(&signed_bytes(from, &envelope))?;
+        envelope.signature = self.key.pss_sign::<Sha256>(&signed_bytes(from, &envelope))?;
         Ok(envelope)
     }
 
     /// Verifies that `envelope` was signed by `from`, whose key is `sender`,
     /// then decrypts it. The signature is checked first: nothing unverified
     /// is ever decrypted.
-    pub fn open(
-        &self,
-        from: &str,
-        sender: &PeerKey,
-        envelope: &Envelope,
-    ) -> Result<String, CryptoError> {
+    pub fn open(&self, from: &str, sender: &PeerKey, envelope: &Envelope) -> Result<String, CryptoError> {
         sender
             .key
             .pss_verify::<Sha256>(&signed_bytes(from, envelope), &envelope.signature)
@@ -259,10 +244,8 @@ impl Identity {
             .key
             .oaep_decrypt::<Sha256>(&envelope.wrapped_key)
             .map_err(|_| CryptoError::Undecryptable)?;
-        let key = Key::<Aes256Gcm>::try_from(aes_key.as_slice())
-            .map_err(|_| CryptoError::Undecryptable)?;
-        let nonce =
-            Nonce::try_from(envelope.nonce.as_slice()).map_err(|_| CryptoError::Undecryptable)?;
+        let key = Key::<Aes256Gcm>::try_from(aes_key.as_slice()).map_err(|_| CryptoError::Undecryptable)?;
+        let nonce = Nonce::try_from(envelope.nonce.as_slice()).map_err(|_| CryptoError::Undecryptable)?;
         let aad = associated_data(from, envelope);
         let plain = Aes256Gcm::new(&key)
             .decrypt(
@@ -288,11 +271,7 @@ pub fn now_millis() -> u64 {
 /// The envelope's header, bound to the ciphertext as AES-GCM associated data.
 fn associated_data(from: &str, envelope: &Envelope) -> Vec<u8> {
     let mut out = b"ciphercast/1 sealed\0".to_vec();
-    for field in [
-        from.as_bytes(),
-        envelope.to.as_bytes(),
-        envelope.id.as_bytes(),
-    ] {
+    for field in [from.as_bytes(), envelope.to.as_bytes(), envelope.id.as_bytes()] {
         push_field(&mut out, field);
     }
     out.extend_from_slice(&envelope.sent_at.to_be_bytes());
@@ -358,9 +337,7 @@ mod tests {
         let bob_key = PeerKey::from_pem(bob.public_pem()).unwrap();
         let alice_key = PeerKey::from_pem(alice.public_pem()).unwrap();
         let carol_key = PeerKey::from_pem(carol.public_pem()).unwrap();
-        let envelope = alice
-            .seal("alice", "bob", &bob_key, "meet at noon")
-            .unwrap();
+        let envelope = alice.seal("alice", "bob", &bob_key, "meet at noon").unwrap();
 
         let mut flipped = envelope.clone();
         flipped.ciphertext[0] ^= 1;
@@ -391,10 +368,7 @@ mod tests {
             Err(CryptoError::TooLong { .. })
         ));
         let small = PrivateKey::new(&mut rand::rng(), 1024).unwrap();
-        let small_pem = small
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
+        let small_pem = small.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
         assert!(matches!(
             PeerKey::from_pem(&small_pem),
             Err(CryptoError::KeySize { bits: 1024 })
@@ -431,10 +405,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         fs::write(&path, "garbage").unwrap();
         assert!(matches!(

@@ -121,11 +121,7 @@ pub fn encode_frame(kind: FrameKind, payload: &[u8]) -> Result<Vec<u8>, FrameErr
 }
 
 /// Writes one frame. The caller flushes.
-pub fn write_frame(
-    writer: &mut impl Write,
-    kind: FrameKind,
-    payload: &[u8],
-) -> Result<(), FrameError> {
+pub fn write_frame(writer: &mut impl Write, kind: FrameKind, payload: &[u8]) -> Result<(), FrameError> {
     let len = frame_len(payload.len())?;
     let mut header = [0u8; HEADER_LEN];
     header[..4].copy_from_slice(&len.to_be_bytes());
@@ -196,10 +192,7 @@ mod tests {
     fn applies_the_callers_tighter_limit() {
         let bytes = encode_frame(FrameKind::Control, &[b' '; 100]).unwrap();
         let result = read_frame(&mut Cursor::new(bytes), 50);
-        assert!(matches!(
-            result,
-            Err(FrameError::TooLong { size: 101, max: 50 })
-        ));
+        assert!(matches!(result, Err(FrameError::TooLong { size: 101, max: 50 })));
     }
 
     #[test]

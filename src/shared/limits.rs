@@ -61,6 +61,14 @@ pub const OUTBOX_MESSAGES: usize = 1024;
 /// alone would let 1024 one-megabyte messages pile up).
 pub const OUTBOX_BYTES: usize = 32 * 1024 * 1024;
 
+/// Video frames that may wait between a viewer's streaming thread and its
+/// writer: enough to smooth jitter, few enough that a slow viewer makes its
+/// own streaming thread wait instead of filling the server's memory.
+pub const VIDEO_QUEUE_FRAMES: usize = 4;
+
+/// Default JPEG quality of streamed frames (`--jpeg-quality`).
+pub const DEFAULT_JPEG_QUALITY: u8 = 80;
+
 /// A write that makes no progress for this long means the peer stopped
 /// reading; the connection is closed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -14,6 +14,7 @@ use thiserror::Error;
 use super::frame::{Frame, FrameError, FrameKind, encode_frame};
 use super::limits::{MAX_CIPHERTEXT_BYTES, MAX_KEY_BITS};
 use super::names::validate_name;
+use super::video::{EndReason, Pace, PlanPart};
 
 /// What a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,10 +36,26 @@ pub enum ClientMessage {
     },
     /// Leave: the server acknowledges with [`ServerMessage::Goodbye`] and tells the others.
     Quit,
+    /// Ask for the video library; answered with [`ServerMessage::VideoList`].
+    ListVideos,
+    /// Play a video by name; answered with [`ServerMessage::StreamStart`],
+    /// binary frames and [`ServerMessage::StreamEnd`] (or only the end, with
+    /// reason `error`, if it cannot be played).
+    Play {
+        /// The video's name as listed.
+        video: String,
+        /// How fast to send.
+        pace: Pace,
+    },
+    /// Stop a stream early; it ends with reason `stopped`.
+    Stop {
+        /// The stream's id from its start.
+        stream: u32,
+    },
 }
 
 /// What the server sends to a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The join succeeded; `peers` is everyone else already connected.
@@ -92,6 +109,45 @@ pub enum ServerMessage {
         /// Why.
         reason: String,
     },
+    /// The video library, read when asked.
+    VideoList {
+        /// Videos sorted by name.
+        videos: Vec<VideoInfo>,
+    },
+    /// A stream begins; binary frames of this `stream` follow.
+    StreamStart {
+        /// Stream id, unique within the connection.
+        stream: u32,
+        /// The video's name.
+        video: String,
+        /// Frames per second (the lowest resolution's).
+        fps: f64,
+        /// Frames that will be sent.
+        frames: u32,
+        /// Which frames come from which resolution.
+        plan: Vec<PlanPart>,
+    },
+    /// A stream ended.
+    StreamEnd {
+        /// Stream id.
+        stream: u32,
+        /// Why it ended.
+        reason: EndReason,
+        /// Frames sent.
+        frames: u32,
+        /// What went wrong, for reason `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+}
+
+/// One video of the library.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoInfo {
+    /// Its name, e.g. `Video_1`.
+    pub name: String,
+    /// Its resolution labels from lowest to highest, e.g. `["240p", "720p"]`.
+    pub resolutions: Vec<String>,
 }
 
 /// One registry entry as it travels on the wire.
@@ -179,10 +235,7 @@ impl Envelope {
         let max_rsa_bytes = MAX_KEY_BITS / 8;
         let invalid = |what: String| Err(MessageError::Invalid(what));
         if self.id.is_empty() || self.id.len() > 64 {
-            return invalid(format!(
-                "message id must be 1 to 64 bytes, got {}",
-                self.id.len()
-            ));
+            return invalid(format!("message id must be 1 to 64 bytes, got {}", self.id.len()));
         }
         if let Err(e) = validate_name(&self.to) {
             return invalid(format!("recipient: {e}"));
@@ -290,10 +343,7 @@ mod tests {
             r#"{"type":7}"#,
         ] {
             assert!(
-                matches!(
-                    decode::<ClientMessage>(&frame(bad)),
-                    Err(MessageError::Malformed(_))
-                ),
+                matches!(decode::<ClientMessage>(&frame(bad)), Err(MessageError::Malformed(_))),
                 "{bad}"
             );
         }

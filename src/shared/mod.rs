@@ -10,4 +10,5 @@ pub mod frame;
 pub mod limits;
 pub mod message;
 pub mod names;
+pub mod video;
 pub mod visible;

@@ -46,10 +46,7 @@ mod tests {
 
     #[test]
     fn shows_escape_sequences_instead_of_running_them() {
-        assert_eq!(
-            visible("\u{1b}[2J\u{1b}]0;pwned\u{7}"),
-            "\\x1b[2J\\x1b]0;pwned\\x07"
-        );
+        assert_eq!(visible("\u{1b}[2J\u{1b}]0;pwned\u{7}"), "\\x1b[2J\\x1b]0;pwned\\x07");
         assert_eq!(visible("a\r\nb\u{9b}c"), "a\\r\\nb\\x9bc");
         assert_eq!(visible("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
         assert!(!visible("\u{1b}\u{7f}\u{0}").chars().any(|c| c.is_control()));

@@ -193,11 +193,7 @@ impl TestClient {
     }
 
     /// Reads until a message satisfies `wanted` (at most 1000 messages).
-    pub fn recv_until(
-        &mut self,
-        what: &str,
-        mut wanted: impl FnMut(&ServerMessage) -> bool,
-    ) -> ServerMessage {
+    pub fn recv_until(&mut self, what: &str, mut wanted: impl FnMut(&ServerMessage) -> bool) -> ServerMessage {
         let started = Instant::now();
         for _ in 0..1000 {
             let message = self.recv();

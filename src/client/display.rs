@@ -1,0 +1,268 @@
+//! Where a video plays: an OpenCV window, the terminal, or nowhere.
+//!
+//! Every display runs on the main thread (macOS requires highgui there), is
+//! given each frame as it arrives, and reports whether the viewer asked to
+//! stop (`q`, Esc, Ctrl-C in the terminal, or closing the window).
+
+use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
+
+use clap::ValueEnum;
+use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use opencv::core::{Mat, Size, Vector};
+use opencv::highgui;
+use opencv::imgcodecs::{IMREAD_COLOR, imdecode};
+use opencv::imgproc::{INTER_AREA, resize};
+use opencv::prelude::*;
+
+use super::console::Printer;
+
+/// The `--display` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Display {
+    /// A window when a display is available, else the terminal when stdout is one, else none.
+    Auto,
+    /// An OpenCV window.
+    Window,
+    /// 24-bit colour half-blocks in the terminal.
+    Terminal,
+    /// Decode and count only.
+    None,
+}
+
+impl Display {
+    /// Resolves `auto` for this machine.
+    pub(crate) fn resolve(self) -> Display {
+        match self {
+            Display::Auto if cfg!(target_os = "macos") => Display::Window,
+            Display::Auto if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() => {
+                Display::Window
+            }
+            Display::Auto if io::stdout().is_terminal() && io::stdin().is_terminal() => Display::Terminal,
+            Display::Auto => Display::None,
+            other => other,
+        }
+    }
+}
+
+/// What the viewer wants after a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wish {
+    Continue,
+    Stop,
+}
+
+/// A display that frames are shown on.
+pub(crate) trait Screen {
+    /// Shows one decoded frame of `resolution`.
+    fn show(&mut self, video: &str, resolution: &str, picture: &Mat) -> Wish;
+    /// Whether the viewer asked to stop since the last frame (polled while frames are late).
+    fn poll(&mut self) -> Wish;
+}
+
+/// Opens the screen for `display` (already resolved).
+pub(crate) fn open(display: Display, printer: &Printer) -> Result<Box<dyn Screen>, String> {
+    match display {
+        Display::Window => Window::open().map(|w| Box::new(w) as Box<dyn Screen>),
+        Display::Terminal => Ok(Box::new(Terminal::open(printer.clone()))),
+        Display::None | Display::Auto => Ok(Box::new(Headless)),
+    }
+}
+
+/// Decodes a JPEG; `None` if it is not one.
+pub(crate) fn decode(jpeg: &[u8]) -> Option<Mat> {
+    let picture = imdecode(&Vector::<u8>::from_slice(jpeg), IMREAD_COLOR).ok()?;
+    (!picture.empty()).then_some(picture)
+}
+
+/// Decode and count: nothing is shown.
+struct Headless;
+
+impl Screen for Headless {
+    fn show(&mut self, _: &str, _: &str, _: &Mat) -> Wish {
+        Wish::Continue
+    }
+    fn poll(&mut self) -> Wish {
+        Wish::Continue
+    }
+}
+
+const WINDOW: &str = "ciphercast";
+const MAX_WINDOW: (i32, i32) = (1280, 720);
+
+/// An OpenCV highgui window, titled with the video and its current resolution.
+struct Window {
+    title: String,
+}
+
+impl Window {
+    fn open() -> Result<Window, String> {
+        highgui::named_window(WINDOW, highgui::WINDOW_NORMAL | highgui::WINDOW_KEEPRATIO)
+            .map_err(|e| format!("cannot open a window ({e}); try --display terminal"))?;
+        Ok(Window { title: String::new() })
+    }
+
+    fn keys(&mut self) -> Wish {
+        match highgui::wait_key(1) {
+            Ok(key) if key == 27 || key == i32::from(b'q') || key == i32::from(b'Q') => return Wish::Stop,
+            _ => {}
+        }
+        // Closing the window also stops the playback.
+        match highgui::get_window_property(WINDOW, highgui::WND_PROP_VISIBLE) {
+            Ok(visible) if visible < 1.0 => Wish::Stop,
+            _ => Wish::Continue,
+        }
+    }
+}
+
+impl Screen for Window {
+    fn show(&mut self, video: &str, resolution: &str, picture: &Mat) -> Wish {
+        let title = format!("ciphercast — {video} — {resolution}");
+        if title != self.title {
+            let _ = highgui::set_window_title(WINDOW, &title);
+            // Fit within 1280×720, keeping the aspect ratio.
+            let (w, h) = (picture.cols().max(1), picture.rows().max(1));
+            let scale = f64::min(MAX_WINDOW.0 as f64 / w as f64, MAX_WINDOW.1 as f64 / h as f64).min(1.0);
+            let _ = highgui::resize_window(
+                WINDOW,
+                ((w as f64 * scale) as i32).max(1),
+                ((h as f64 * scale) as i32).max(1),
+            );
+            self.title = title;
+        }
+        if highgui::imshow(WINDOW, picture).is_err() {
+            return Wish::Stop;
+        }
+        self.keys()
+    }
+    fn poll(&mut self) -> Wish {
+        self.keys()
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        let _ = highgui::destroy_window(WINDOW);
+        // Let the window system process the close.
+        for _ in 0..5 {
+            let _ = highgui::wait_key(1);
+        }
+    }
+}
+
+/// Rows kept at the bottom of the terminal for chat and events.
+const EVENT_ROWS: u16 = 6;
+
+/// 24-bit colour half-block rendering: each character cell shows two pixels,
+/// the upper as foreground of `▀`, the lower as background.
+struct Terminal {
+    printer: Printer,
+    size: (u16, u16),
+    resized: Mat,
+    buffer: String,
+}
+
+impl Terminal {
+    fn open(printer: Printer) -> Terminal {
+        let size = crossterm::terminal::size()
+            .ok()
+            .filter(|&(c, r)| c >= 10 && r > EVENT_ROWS + 2)
+            .unwrap_or((80, 24));
+        let (cols, rows) = size;
+        // Raw mode: keys arrive one at a time, Ctrl-C too (it stops the playback only).
+        let _ = crossterm::terminal::enable_raw_mode();
+        printer.set_raw(true);
+        // Clear, then confine scrolling to the bottom rows: events printed
+        // there never scroll the picture away.
+        printer.write_raw(&format!(
+            "\x1b[2J\x1b[{};{}r\x1b[{};1H",
+            rows - EVENT_ROWS + 1,
+            rows,
+            rows
+        ));
+        Terminal {
+            printer,
+            size: (cols, rows),
+            resized: Mat::default(),
+            buffer: String::new(),
+        }
+    }
+
+    fn keys(&mut self) -> Wish {
+        while let Ok(true) = event::poll(Duration::ZERO) {
+            if let Ok(Event::Key(key)) = event::read()
+                && key.kind == KeyEventKind::Press
+            {
+                let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if ctrl_c || matches!(key.code, KeyCode::Char('q') | KeyCode::Char('Q') | KeyCode::Esc) {
+                    return Wish::Stop;
+                }
+            }
+        }
+        Wish::Continue
+    }
+}
+
+impl Screen for Terminal {
+    fn show(&mut self, video: &str, resolution: &str, picture: &Mat) -> Wish {
+        let (cols, rows) = self.size;
+        let text_rows = (rows - EVENT_ROWS - 1) as f64;
+        let (w, h) = (picture.cols().max(1) as f64, picture.rows().max(1) as f64);
+        // Two pixels per cell vertically; cells are about twice as tall as wide.
+        let scale = f64::min(cols as f64 / w, text_rows * 2.0 / h);
+        let (out_w, out_h) = (((w * scale) as i32).max(1), (((h * scale) as i32) & !1).max(2));
+        if resize(
+            picture,
+            &mut self.resized,
+            Size::new(out_w, out_h),
+            0.0,
+            0.0,
+            INTER_AREA,
+        )
+        .is_err()
+        {
+            return Wish::Stop;
+        }
+        let buffer = &mut self.buffer;
+        buffer.clear();
+        buffer.push_str("\x1b7\x1b[H");
+        let _ = std::fmt::Write::write_fmt(
+            buffer,
+            format_args!("\x1b[0m\x1b[2K{video} — {resolution} (q to stop)\r\n"),
+        );
+        let bytes = self.resized.data_bytes().unwrap_or(&[]);
+        let stride = out_w as usize * 3;
+        for y in (0..out_h as usize).step_by(2) {
+            for x in 0..out_w as usize {
+                let top = &bytes[y * stride + x * 3..][..3];
+                let bottom = &bytes[(y + 1) * stride + x * 3..][..3];
+                // OpenCV stores BGR.
+                let _ = std::fmt::Write::write_fmt(
+                    buffer,
+                    format_args!(
+                        "\x1b[38;2;{};{};{}m\x1b[48;2;{};{};{}m▀",
+                        top[2], top[1], top[0], bottom[2], bottom[1], bottom[0]
+                    ),
+                );
+            }
+            buffer.push_str("\x1b[0m\r\n");
+        }
+        buffer.push_str("\x1b8");
+        self.printer.write_raw(buffer);
+        self.keys()
+    }
+    fn poll(&mut self) -> Wish {
+        self.keys()
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let rows = self.size.1;
+        // Whole screen scrolls again; continue below everything.
+        self.printer.write_raw(&format!("\x1b[r\x1b[{rows};1H\r\n"));
+        let _ = crossterm::terminal::disable_raw_mode();
+        self.printer.set_raw(false);
+        let _ = io::stdout().flush();
+    }
+}

@@ -1,0 +1,298 @@
+//! Menu option 2: list the videos, choose one, play it, print the summary.
+//!
+//! The main thread runs this. The reader thread keeps reading the socket
+//! and hands video messages over through a small channel, while it goes on
+//! printing chat, joins and leaves — so events keep flowing during playback.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::console::{Answer, Console};
+use super::display::{self, Display, Wish};
+use super::{Flow, Session};
+use crate::shared::message::{ClientMessage, VideoInfo};
+use crate::shared::video::{EndReason, FrameHeader, Pace};
+use crate::shared::visible::visible;
+
+/// Video messages, handed from the reader thread to the main thread.
+pub(crate) enum Media {
+    /// The library listing.
+    List(Vec<VideoInfo>),
+    /// A stream begins.
+    Start {
+        stream: u32,
+        video: String,
+        fps: f64,
+        frames: u32,
+    },
+    /// One picture.
+    Frame {
+        header: FrameHeader,
+        jpeg: Vec<u8>,
+        arrived: Instant,
+    },
+    /// A stream ended.
+    End {
+        stream: u32,
+        reason: EndReason,
+        message: Option<String>,
+    },
+}
+
+/// How long to wait for the server before giving up on a reply.
+const REPLY_WAIT: Duration = Duration::from_secs(20);
+
+/// Option 2 of the menu.
+pub(crate) fn video_flow(
+    console: &mut Console,
+    session: &Session,
+    media: &Receiver<Media>,
+    display: Display,
+    pace: Pace,
+) -> Flow {
+    let Some(videos) = request_list(session, media) else {
+        return Flow::Menu;
+    };
+    if videos.is_empty() {
+        println!("No videos available. (The server's video directory is empty: run `make videos` there.)");
+        return Flow::Menu;
+    }
+    println!("Available videos:");
+    for (i, video) in videos.iter().enumerate() {
+        let labels: Vec<String> = video.resolutions.iter().map(|r| visible(r).into_owned()).collect();
+        println!("  {}. {} ({})", i + 1, visible(&video.name), labels.join(", "));
+    }
+    let chosen = loop {
+        let answer = match console.ask("Video (number or name): ") {
+            Answer::Line(line) => line.trim().to_string(),
+            Answer::Interrupted => return Flow::Menu,
+            Answer::Eof => return Flow::Quit,
+        };
+        if answer.is_empty() {
+            return Flow::Menu;
+        }
+        let by_number = answer
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| videos.get(i));
+        match by_number.or_else(|| videos.iter().find(|v| v.name == answer)) {
+            Some(video) => break video.name.clone(),
+            None => println!("No video {}.", visible(&answer)),
+        }
+    };
+    play(session, media, &chosen, display.resolve(), pace);
+    Flow::Menu
+}
+
+fn request_list(session: &Session, media: &Receiver<Media>) -> Option<Vec<VideoInfo>> {
+    session.expect_media(true);
+    let sent = session.send(&ClientMessage::ListVideos);
+    let reply = sent.ok().and_then(|_| {
+        loop {
+            match media.recv_timeout(REPLY_WAIT) {
+                Ok(Media::List(videos)) => break Some(videos),
+                Ok(_) => continue, // leftovers of an earlier stream
+                Err(_) => break None,
+            }
+        }
+    });
+    session.expect_media(false);
+    if reply.is_none() {
+        session
+            .printer
+            .error("the server did not answer the video list request");
+    }
+    reply
+}
+
+/// What the client measured of one playback, for the summary line.
+#[derive(Default)]
+struct Stats {
+    video: String,
+    announced: u32,
+    received: u32,
+    resolutions: Vec<String>,
+    bytes: u64,
+    late: u32,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    frame_interval: Duration,
+}
+
+impl Stats {
+    fn record(&mut self, header: &FrameHeader, size: usize, arrived: Instant) {
+        let first = *self.first.get_or_insert(arrived);
+        self.last = Some(arrived);
+        self.received += 1;
+        self.bytes += size as u64;
+        if !self.resolutions.contains(&header.resolution) {
+            self.resolutions.push(header.resolution.clone());
+        }
+        // Late: more than one frame interval after its presentation time.
+        let due = first + Duration::from_micros(header.pts_micros) + self.frame_interval;
+        if arrived > due {
+            self.late += 1;
+        }
+    }
+
+    fn summary(&self) -> String {
+        let fps = match (self.first, self.last) {
+            (Some(first), Some(last)) if self.received > 1 && last > first => {
+                (self.received - 1) as f64 / (last - first).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let resolutions: Vec<String> = self.resolutions.iter().map(|r| visible(r).into_owned()).collect();
+        format!(
+            "summary: video={} frames={}/{} resolutions={} fps={fps:.1} bytes={} late={}",
+            visible(&self.video),
+            self.received,
+            self.announced,
+            resolutions.join(","),
+            self.bytes,
+            self.late
+        )
+    }
+}
+
+/// Plays `video` until the stream ends; prints the summary.
+fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Display, pace: Pace) {
+    session.expect_media(true);
+    session.set_playing(true);
+    if let Err(e) = session.send(&ClientMessage::Play {
+        video: video.to_string(),
+        pace,
+    }) {
+        session.printer.error(&format!("cannot ask for the video: {e}"));
+        session.set_playing(false);
+        session.expect_media(false);
+        return;
+    }
+    let mut stats = Stats {
+        video: video.to_string(),
+        ..Stats::default()
+    };
+    let mut screen = None;
+    let mut stream = None;
+    let mut stop_sent = false;
+    let mut started = false;
+    loop {
+        let message = match media.recv_timeout(Duration::from_millis(100)) {
+            Ok(message) => message,
+            Err(RecvTimeoutError::Timeout) => {
+                // Keep the window responsive (and `q` working) between frames.
+                let wants_stop = screen
+                    .as_mut()
+                    .is_some_and(|s: &mut Box<dyn display::Screen>| s.poll() == Wish::Stop);
+                if (wants_stop || session.stop_requested()) && !stop_sent {
+                    stop_sent = request_stop(session, stream);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match message {
+            Media::Start {
+                stream: id,
+                video: name,
+                fps,
+                frames,
+            } => {
+                started = true;
+                stream = Some(id);
+                stats.video = name;
+                stats.announced = frames;
+                stats.frame_interval = Duration::from_secs_f64(1.0 / fps.max(0.001));
+                match display::open(display, &session.printer) {
+                    Ok(opened) => screen = Some(opened),
+                    Err(e) => {
+                        session.printer.error(&e);
+                        stop_sent = request_stop(session, stream);
+                    }
+                }
+                if session.stop_requested() && !stop_sent {
+                    stop_sent = request_stop(session, stream);
+                }
+            }
+            Media::Frame { header, jpeg, arrived } => {
+                if Some(header.stream) != stream {
+                    continue;
+                }
+                stats.record(&header, jpeg.len(), arrived);
+                let wish = match (display::decode(&jpeg), screen.as_mut()) {
+                    (Some(picture), Some(screen)) => screen.show(&stats.video, &header.resolution, &picture),
+                    (None, _) => {
+                        session
+                            .printer
+                            .event(&format!("warning: frame {} is not a valid JPEG", header.sequence));
+                        Wish::Continue
+                    }
+                    (Some(_), None) => Wish::Continue,
+                };
+                if (wish == Wish::Stop || session.stop_requested()) && !stop_sent {
+                    stop_sent = request_stop(session, stream);
+                }
+            }
+            Media::End {
+                stream: id,
+                reason,
+                message,
+            } => {
+                if stream.is_some_and(|s| s != id) {
+                    continue;
+                }
+                if reason == EndReason::Error {
+                    let why = message.unwrap_or_else(|| "unknown error".into());
+                    session.printer.error(&format!("playback failed: {}", visible(&why)));
+                }
+                break;
+            }
+            Media::List(_) => {}
+        }
+    }
+    drop(screen); // closes the window or gives the terminal back
+    session.set_playing(false);
+    session.expect_media(false);
+    if started {
+        println!("{}", stats.summary());
+    }
+}
+
+fn request_stop(session: &Session, stream: Option<u32>) -> bool {
+    match stream {
+        Some(stream) => session.send(&ClientMessage::Stop { stream }).is_ok(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_frames_bytes_resolutions_and_lateness() {
+        let t0 = Instant::now();
+        let mut stats = Stats {
+            video: "Video_2".into(),
+            announced: 3,
+            frame_interval: Duration::from_millis(100),
+            ..Stats::default()
+        };
+        let header = |sequence: u32, resolution: &str| FrameHeader {
+            stream: 1,
+            sequence,
+            pts_micros: u64::from(sequence) * 100_000,
+            resolution: resolution.into(),
+        };
+        stats.record(&header(0, "240p"), 10, t0);
+        stats.record(&header(1, "240p"), 20, t0 + Duration::from_millis(100));
+        // Due at 200 ms, one interval of grace: 350 ms is late.
+        stats.record(&header(2, "720p"), 30, t0 + Duration::from_millis(350));
+        assert_eq!(
+            stats.summary(),
+            "summary: video=Video_2 frames=3/3 resolutions=240p,720p fps=5.7 bytes=60 late=1"
+        );
+    }
+}

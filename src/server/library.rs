@@ -1,0 +1,115 @@
+//! The video library: the files of `--videos DIR`, grouped into videos.
+//!
+//! `NAME_<height>p.<ext>` is one resolution of video `NAME`; any other video
+//! file is a video of its own. The directory is read each time a client
+//! asks, so files dropped in appear without a restart. A name from the
+//! network is only ever compared with this listing: no path built from
+//! client input is ever opened.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use log::warn;
+use opencv::prelude::*;
+use opencv::videoio::{CAP_ANY, CAP_PROP_FRAME_HEIGHT, VideoCapture};
+
+use crate::shared::message::VideoInfo;
+use crate::shared::video::parse_file_name;
+
+/// One resolution of a video: a file.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolution {
+    /// Label shown to users, e.g. `720p`.
+    pub(crate) label: String,
+    /// Frame height, used to sort resolutions.
+    pub(crate) height: u32,
+    /// The file.
+    pub(crate) path: PathBuf,
+}
+
+/// A video: its name and its resolutions, lowest first.
+#[derive(Debug, Clone)]
+pub(crate) struct Video {
+    pub(crate) name: String,
+    pub(crate) resolutions: Vec<Resolution>,
+}
+
+impl Video {
+    /// How the video is listed to clients.
+    pub(crate) fn info(&self) -> VideoInfo {
+        VideoInfo {
+            name: self.name.clone(),
+            resolutions: self.resolutions.iter().map(|r| r.label.clone()).collect(),
+        }
+    }
+}
+
+/// Reads `dir` and groups its video files; sorted by name.
+pub(crate) fn scan(dir: &Path) -> io::Result<Vec<Video>> {
+    let mut files: Vec<(String, PathBuf)> = fs::read_dir(dir)?
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_type()
+                .map(|t| t.is_file() || t.is_symlink())
+                .unwrap_or(false)
+        })
+        .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
+        .collect();
+    files.sort();
+    let mut videos: Vec<Video> = Vec::new();
+    for (file_name, path) in files {
+        let Some((name, height)) = parse_file_name(&file_name) else {
+            continue;
+        };
+        let height = match height {
+            Some(height) => height,
+            // No height in the name: ask the file.
+            None => match probe_height(&path) {
+                Some(height) => height,
+                None => {
+                    warn!("{}: not a readable video, skipped", path.display());
+                    continue;
+                }
+            },
+        };
+        let resolution = Resolution {
+            label: format!("{height}p"),
+            height,
+            path,
+        };
+        match videos.iter_mut().find(|v| v.name == name) {
+            Some(video) if video.resolutions.iter().any(|r| r.height == height) => {
+                warn!(
+                    "{}: a second {height}p file for {name}, skipped",
+                    resolution.path.display()
+                );
+            }
+            Some(video) => video.resolutions.push(resolution),
+            None => videos.push(Video {
+                name: name.to_string(),
+                resolutions: vec![resolution],
+            }),
+        }
+    }
+    for video in &mut videos {
+        video.resolutions.sort_by_key(|r| r.height);
+    }
+    videos.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(videos)
+}
+
+/// Finds a video by exact name.
+pub(crate) fn find(dir: &Path, name: &str) -> io::Result<Option<Video>> {
+    Ok(scan(dir)?.into_iter().find(|v| v.name == name))
+}
+
+fn probe_height(path: &Path) -> Option<u32> {
+    let capture = VideoCapture::from_file(path, CAP_ANY).ok()?;
+    if !capture.is_opened().unwrap_or(false) {
+        return None;
+    }
+    let height = capture.get(CAP_PROP_FRAME_HEIGHT).ok()?;
+    (height >= 1.0).then_some(height as u32)
+}

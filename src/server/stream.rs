@@ -1,0 +1,254 @@
+//! The streaming thread: one per playback, owned by the viewer's handler.
+//!
+//! It opens the video's files, decodes frames in the order of the plan,
+//! encodes each as JPEG, and queues it into the viewer's small video queue,
+//! which the viewer's writer thread drains. When the queue is full (the
+//! viewer reads slowly) only this thread waits: no frame is dropped, nobody
+//! else slows down, and the handler thread keeps reading the viewer's chat.
+//! Because playback never runs on the handler or acceptor thread, a client
+//! joining mid-stream cannot disturb it — the original's join-during-video
+//! crash has no place to happen.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{SendTimeoutError, Sender};
+use log::{debug, info};
+use opencv::core::{Mat, Vector};
+use opencv::imgcodecs::{IMWRITE_JPEG_QUALITY, imencode};
+use opencv::prelude::*;
+use opencv::videoio::{CAP_ANY, CAP_PROP_FPS, CAP_PROP_FRAME_COUNT, CAP_PROP_POS_FRAMES, VideoCapture};
+
+use super::library::Video;
+use crate::shared::frame::{FrameKind, HEADER_LEN};
+use crate::shared::limits::MAX_FRAME_LEN;
+use crate::shared::message::{ServerMessage, encode};
+use crate::shared::video::{EndReason, FrameHeader, Pace, PlanPart, plan_ranges};
+
+/// Something queued for a viewer's writer by its streaming thread.
+pub(crate) enum VideoItem {
+    /// A complete control frame (stream start or end), kept in order with the pictures.
+    Control(Arc<[u8]>),
+    /// A picture: the frame and video headers, then the JPEG, written together.
+    Frame {
+        /// Frame header and video header.
+        head: Vec<u8>,
+        /// The JPEG bytes, shareable among viewers.
+        jpeg: Arc<[u8]>,
+    },
+}
+
+/// One playback request.
+pub(crate) struct Job {
+    /// Stream id within the connection.
+    pub(crate) id: u32,
+    /// The video, as found in the library.
+    pub(crate) video: Video,
+    /// How fast to send.
+    pub(crate) pace: Pace,
+    /// JPEG quality, 1–100.
+    pub(crate) jpeg_quality: i32,
+}
+
+/// How a stream ended, for its end message.
+struct Ended {
+    reason: EndReason,
+    frames: u32,
+    message: Option<String>,
+}
+
+/// Runs one playback to its end and queues the end message.
+pub(crate) fn run(job: Job, queue: Sender<VideoItem>, stop: Arc<AtomicBool>) {
+    let ended = stream(&job, &queue, &stop);
+    info!(
+        "stream {} of {}: {:?} after {} frame(s)",
+        job.id, job.video.name, ended.reason, ended.frames
+    );
+    let end = ServerMessage::StreamEnd {
+        stream: job.id,
+        reason: ended.reason,
+        frames: ended.frames,
+        message: ended.message,
+    };
+    if let Ok(bytes) = encode(&end) {
+        // Blocks at most until the writer drains a frame or gives up on the socket.
+        let _ = queue.send(VideoItem::Control(bytes.into()));
+    }
+}
+
+fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
+    let failed = |frames: u32, message: String| Ended {
+        reason: EndReason::Error,
+        frames,
+        message: Some(message),
+    };
+    let (mut captures, counts, fps) = match open(&job.video) {
+        Ok(opened) => opened,
+        Err(message) => return failed(0, message),
+    };
+    let total = counts.iter().copied().min().unwrap_or(0);
+    let parts = plan_ranges(total, captures.len());
+    if parts.is_empty() {
+        return failed(0, format!("{} has no frames", job.video.name));
+    }
+    // Seek every part's file to its first frame now, so that switching
+    // resolution mid-stream costs no decoding from the previous keyframe.
+    for &(i, first, _) in &parts {
+        if first > 0 && !captures[i].set(CAP_PROP_POS_FRAMES, f64::from(first)).unwrap_or(false) {
+            return failed(
+                0,
+                format!(
+                    "cannot seek to frame {first} of {}",
+                    file_name(&job.video.resolutions[i].path)
+                ),
+            );
+        }
+    }
+    let plan = parts
+        .iter()
+        .map(|&(i, first, last)| PlanPart {
+            resolution: job.video.resolutions[i].label.clone(),
+            first,
+            last,
+        })
+        .collect();
+    let start = ServerMessage::StreamStart {
+        stream: job.id,
+        video: job.video.name.clone(),
+        fps,
+        frames: total,
+        plan,
+    };
+    let delivered = encode(&start).is_ok_and(|bytes| queue.send(VideoItem::Control(bytes.into())).is_ok());
+    if !delivered {
+        return Ended {
+            reason: EndReason::Stopped,
+            frames: 0,
+            message: None,
+        };
+    }
+
+    let params = Vector::<i32>::from_slice(&[IMWRITE_JPEG_QUALITY, job.jpeg_quality]);
+    let mut picture = Mat::default();
+    let mut jpeg = Vector::<u8>::new();
+    let mut sent = 0u32;
+    let started = Instant::now();
+    for &(i, first, last) in &parts {
+        let resolution = &job.video.resolutions[i];
+        let file = resolution
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let capture = &mut captures[i];
+        for index in first..=last {
+            if stop.load(Ordering::Relaxed) {
+                return Ended {
+                    reason: EndReason::Stopped,
+                    frames: sent,
+                    message: None,
+                };
+            }
+            match capture.read(&mut picture) {
+                Ok(true) if !picture.empty() => {}
+                _ => return failed(sent, format!("cannot read frame {index} of {file}")),
+            }
+            if !imencode(".jpg", &picture, &mut jpeg, &params).unwrap_or(false) {
+                return failed(sent, format!("cannot encode frame {index} of {file}"));
+            }
+            let pts = Duration::from_secs_f64(f64::from(index) / fps);
+            let header = FrameHeader {
+                stream: job.id,
+                sequence: index,
+                pts_micros: pts.as_micros() as u64,
+                resolution: resolution.label.clone(),
+            };
+            let Some(item) = frame_item(&header, jpeg.as_slice()) else {
+                return failed(sent, format!("frame {index} of {file} exceeds the frame size limit"));
+            };
+            if job.pace == Pace::Native {
+                // Sleep to the schedule rather than spin: the frame is due at start + pts.
+                if let Some(wait) = (started + pts).checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+            }
+            if !deliver(queue, item, stop) {
+                return Ended {
+                    reason: EndReason::Stopped,
+                    frames: sent,
+                    message: None,
+                };
+            }
+            sent += 1;
+        }
+    }
+    debug!("stream {} finished in {:?}", job.id, started.elapsed());
+    Ended {
+        reason: EndReason::Finished,
+        frames: sent,
+        message: None,
+    }
+}
+
+/// Opens every resolution; returns the captures, their frame counts and the fps.
+fn open(video: &Video) -> Result<(Vec<VideoCapture>, Vec<u32>, f64), String> {
+    let mut captures = Vec::with_capacity(video.resolutions.len());
+    let mut counts = Vec::with_capacity(video.resolutions.len());
+    for resolution in &video.resolutions {
+        let file = resolution
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let capture =
+            VideoCapture::from_file(&resolution.path, CAP_ANY).map_err(|e| format!("cannot open {file}: {e}"))?;
+        if !capture.is_opened().unwrap_or(false) {
+            return Err(format!("cannot open {file}: not a video OpenCV can read"));
+        }
+        let count = capture.get(CAP_PROP_FRAME_COUNT).unwrap_or(0.0);
+        counts.push(if count.is_finite() && count > 0.0 {
+            count.min(f64::from(u32::MAX)) as u32
+        } else {
+            0
+        });
+        captures.push(capture);
+    }
+    // The lowest resolution sets the pace.
+    let fps = captures
+        .first()
+        .and_then(|c| c.get(CAP_PROP_FPS).ok())
+        .filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0)
+        .unwrap_or(30.0);
+    Ok((captures, counts, fps))
+}
+
+/// Builds the queued picture: the frame header (length, kind 1), the video
+/// header, then the JPEG. `None` if it would exceed the frame size limit.
+fn frame_item(header: &FrameHeader, jpeg: &[u8]) -> Option<VideoItem> {
+    let mut head = Vec::with_capacity(HEADER_LEN + 24);
+    head.extend_from_slice(&[0; 4]);
+    head.push(FrameKind::Video as u8);
+    header.encode_into(&mut head);
+    let length = u32::try_from(head.len() - 4 + jpeg.len())
+        .ok()
+        .filter(|&l| l <= MAX_FRAME_LEN)?;
+    head[..4].copy_from_slice(&length.to_be_bytes());
+    Some(VideoItem::Frame {
+        head,
+        jpeg: jpeg.into(),
+    })
+}
+
+/// Queues a picture, waiting while the viewer's queue is full but giving up
+/// as soon as the stream is stopped or the viewer is gone.
+fn deliver(queue: &Sender<VideoItem>, mut item: VideoItem, stop: &AtomicBool) -> bool {
+    loop {
+        match queue.send_timeout(item, Duration::from_millis(50)) {
+            Ok(()) => return true,
+            Err(SendTimeoutError::Timeout(back)) if !stop.load(Ordering::Relaxed) => item = back,
+            Err(_) => return false,
+        }
+    }
+}
