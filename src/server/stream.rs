@@ -137,11 +137,7 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let started = Instant::now();
     for &(i, first, last) in &parts {
         let resolution = &job.video.resolutions[i];
-        let file = resolution
-            .path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file = file_name(&resolution.path);
         let capture = &mut captures[i];
         for index in first..=last {
             if stop.load(Ordering::Relaxed) {
@@ -197,11 +193,7 @@ fn open(video: &Video) -> Result<(Vec<VideoCapture>, Vec<u32>, f64), String> {
     let mut captures = Vec::with_capacity(video.resolutions.len());
     let mut counts = Vec::with_capacity(video.resolutions.len());
     for resolution in &video.resolutions {
-        let file = resolution
-            .path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file = file_name(&resolution.path);
         let capture =
             VideoCapture::from_file(&resolution.path, CAP_ANY).map_err(|e| format!("cannot open {file}: {e}"))?;
         if !capture.is_opened().unwrap_or(false) {
@@ -222,6 +214,13 @@ fn open(video: &Video) -> Result<(Vec<VideoCapture>, Vec<u32>, f64), String> {
         .filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0)
         .unwrap_or(30.0);
     Ok((captures, counts, fps))
+}
+
+/// A file's name without its directory: error messages never reveal the server's paths.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Builds the queued picture: the frame header (length, kind 1), the video
