@@ -26,6 +26,7 @@ pub(crate) enum Answer {
 /// Reads answers to prompts. Owned by the main thread.
 pub(crate) struct Console {
     editor: Option<DefaultEditor>,
+    stdin_is_terminal: bool,
     printer: Printer,
 }
 
@@ -65,7 +66,11 @@ impl Console {
                 raw: false,
             })),
         };
-        Console { editor, printer }
+        Console {
+            editor,
+            printer,
+            stdin_is_terminal: io::stdin().is_terminal(),
+        }
     }
 
     /// A printer for other threads.
@@ -105,6 +110,11 @@ impl Console {
             Ok(_) => {
                 let trimmed = line.trim_end_matches(['\n', '\r']).len();
                 line.truncate(trimmed);
+                // Piped input is not echoed: end the prompt's line ourselves,
+                // so that every line of output starts with its own text.
+                if !self.stdin_is_terminal {
+                    println!();
+                }
                 Answer::Line(line)
             }
         }

@@ -97,8 +97,11 @@ struct Window {
 
 impl Window {
     fn open() -> Result<Window, String> {
-        highgui::named_window(WINDOW, highgui::WINDOW_NORMAL | highgui::WINDOW_KEEPRATIO)
-            .map_err(|e| format!("cannot open a window ({e}); try --display terminal"))?;
+        highgui::named_window(
+            WINDOW,
+            highgui::WINDOW_NORMAL | highgui::WINDOW_KEEPRATIO | highgui::WINDOW_GUI_NORMAL,
+        )
+        .map_err(|e| format!("cannot open a window ({e}); try --display terminal"))?;
         Ok(Window { title: String::new() })
     }
 

@@ -13,7 +13,7 @@
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -24,7 +24,7 @@ use log::{debug, info, warn};
 use super::Context;
 use super::library::{self, Video};
 use super::registry::{Outbox, Refusal, RelayError};
-use super::stream::{self, Job, VideoItem};
+use super::stream::{self, Flags, Job, VideoItem};
 use super::writer;
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;
@@ -224,7 +224,7 @@ impl Handler {
     /// Starts a streaming thread for `name`. Every outcome is answered with
     /// a stream end, so the client never waits for nothing.
     fn handle_play(&mut self, name: String, pace: Pace) {
-        self.streams = self.streams.wrapping_add(1);
+        self.streams = self.streams.wrapping_add(1).max(1);
         let id = self.streams;
         let refuse = |handler: &Self, message: String| {
             let end = ServerMessage::StreamEnd {
@@ -235,7 +235,11 @@ impl Handler {
             };
             handler.reply(&end);
         };
-        if self.playing.as_ref().is_some_and(|p| !p.thread.is_finished()) {
+        if self
+            .playing
+            .as_ref()
+            .is_some_and(|p| !p.flags.ended.load(Ordering::SeqCst))
+        {
             return refuse(
                 self,
                 "a video is already playing on this connection; stop it first".into(),
@@ -256,21 +260,22 @@ impl Handler {
             pace,
             jpeg_quality: i32::from(self.context.config.jpeg_quality),
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let (queue, flag) = (self.video.clone(), Arc::clone(&stop));
+        let flags = Arc::new(Flags::default());
+        let (queue, shared) = (self.video.clone(), Arc::clone(&flags));
         info!("{}: plays {name} (stream {id}, pace {pace:?})", self.describe());
         match thread::Builder::new()
             .name(format!("stream-{}-{id}", self.peer))
-            .spawn(move || stream::run(job, queue, flag))
+            .spawn(move || stream::run(job, queue, shared))
         {
-            Ok(thread) => self.playing = Some(Playback { id, stop, thread }),
+            Ok(thread) => self.playing = Some(Playback { id, flags, thread }),
             Err(e) => refuse(self, format!("cannot start a streaming thread: {e}")),
         }
     }
 
     fn handle_stop(&mut self, stream: u32) {
         match &self.playing {
-            Some(playback) if playback.id == stream => playback.stop.store(true, Ordering::Relaxed),
+            // Also for a stream that has just ended: the stop crossed its end.
+            Some(playback) if playback.id == stream => playback.flags.stop.store(true, Ordering::Relaxed),
             _ => self.reply_error(format!("no stream {stream} is playing")),
         }
     }
@@ -278,7 +283,7 @@ impl Handler {
     /// Stops the playback in progress, if any, and waits for its thread.
     fn stop_stream(&mut self) {
         if let Some(playback) = self.playing.take() {
-            playback.stop.store(true, Ordering::Relaxed);
+            playback.flags.stop.store(true, Ordering::Relaxed);
             let _ = playback.thread.join();
         }
     }
@@ -307,7 +312,7 @@ impl Handler {
 /// A playback in progress: its streaming thread and the flag that stops it.
 struct Playback {
     id: u32,
-    stop: Arc<AtomicBool>,
+    flags: Arc<Flags>,
     thread: JoinHandle<()>,
 }
 

@@ -40,6 +40,16 @@ pub(crate) enum VideoItem {
     },
 }
 
+/// Shared between a streaming thread and its handler.
+#[derive(Default)]
+pub(crate) struct Flags {
+    /// Set by the handler: stop at the next frame.
+    pub(crate) stop: AtomicBool,
+    /// Set by the streaming thread just before it queues the stream's end, so
+    /// a client that has read the end may start the next playback at once.
+    pub(crate) ended: AtomicBool,
+}
+
 /// One playback request.
 pub(crate) struct Job {
     /// Stream id within the connection.
@@ -60,8 +70,8 @@ struct Ended {
 }
 
 /// Runs one playback to its end and queues the end message.
-pub(crate) fn run(job: Job, queue: Sender<VideoItem>, stop: Arc<AtomicBool>) {
-    let ended = stream(&job, &queue, &stop);
+pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
+    let ended = stream(&job, &queue, &flags.stop);
     info!(
         "stream {} of {}: {:?} after {} frame(s)",
         job.id, job.video.name, ended.reason, ended.frames
@@ -72,6 +82,7 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, stop: Arc<AtomicBool>) {
         frames: ended.frames,
         message: ended.message,
     };
+    flags.ended.store(true, Ordering::SeqCst);
     if let Ok(bytes) = encode(&end) {
         // Blocks at most until the writer drains a frame or gives up on the socket.
         let _ = queue.send(VideoItem::Control(bytes.into()));

@@ -187,6 +187,14 @@ impl TestClient {
         }
     }
 
+    /// The next frame of any kind; panics on timeout or close.
+    pub fn read_frame(&mut self) -> ciphercast::shared::frame::Frame {
+        match self.reader.read_frame() {
+            Ok(frame) => frame,
+            Err(e) => panic!("{}: expected a frame, got {e}", self.name),
+        }
+    }
+
     /// The next control message, or the error that ended the stream.
     pub fn try_recv(&mut self) -> Result<ServerMessage, RecvError> {
         self.reader.recv::<ServerMessage>()
@@ -362,4 +370,27 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Tiny generated clips, made once per test binary: Video_1 and Video_2 at
+/// 24p, 48p and 96p, `seconds` long at 10 fps, in their own directory.
+pub fn clips(seconds: u32) -> std::path::PathBuf {
+    use std::collections::HashMap;
+    static DIRS: OnceLock<Mutex<HashMap<u32, std::path::PathBuf>>> = OnceLock::new();
+    let dirs = DIRS.get_or_init(Default::default);
+    let mut dirs = dirs.lock().unwrap();
+    dirs.entry(seconds)
+        .or_insert_with(|| {
+            let dir = std::env::temp_dir().join(format!("ciphercast-clips-{}-{seconds}s", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let spec = ciphercast::videos::Spec {
+                out: dir.clone(),
+                seconds: f64::from(seconds),
+                fps: 10.0,
+                heights: vec![24, 48, 96],
+            };
+            ciphercast::videos::generate(&spec).expect("generate clips");
+            dir
+        })
+        .clone()
 }

@@ -1,0 +1,393 @@
+//! Video streaming end to end: tiny generated clips, a real server, raw
+//! protocol viewers and the client binary with `--display none`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ciphercast::server::Config;
+use ciphercast::shared::frame::FrameKind;
+use ciphercast::shared::message::{ClientMessage, ServerMessage, VideoInfo};
+use ciphercast::shared::video::{EndReason, FrameHeader, Pace, PlanPart};
+use opencv::core::Vector;
+use opencv::imgcodecs::{IMREAD_COLOR, imdecode};
+use opencv::prelude::*;
+use support::{Process, Stream, TestClient, TestServer, clips, identity};
+
+fn server_with(videos: std::path::PathBuf) -> TestServer {
+    TestServer::start(Config {
+        videos,
+        ..Config::default()
+    })
+}
+
+/// Everything a viewer received for one playback.
+struct Received {
+    start: Option<(u32, u32, Vec<PlanPart>)>,
+    frames: Vec<(FrameHeader, i32)>,
+    end: (EndReason, u32, Option<String>),
+    elapsed: Duration,
+}
+
+/// Asks for `video` and reads until the stream ends; frames are decoded to check their height.
+fn play(client: &mut TestClient, video: &str, pace: Pace) -> Received {
+    client.send(&ClientMessage::Play {
+        video: video.into(),
+        pace,
+    });
+    let started = Instant::now();
+    let mut received = Received {
+        start: None,
+        frames: Vec::new(),
+        end: (EndReason::Error, 0, None),
+        elapsed: Duration::ZERO,
+    };
+    for _ in 0..10_000 {
+        let frame = client.read_frame();
+        if frame.kind == FrameKind::Video {
+            let (header, jpeg) = FrameHeader::decode(&frame.payload).expect("frame header");
+            let picture = imdecode(&Vector::<u8>::from_slice(jpeg), IMREAD_COLOR).expect("a JPEG");
+            received.frames.push((header, picture.rows()));
+            continue;
+        }
+        match ciphercast::shared::message::decode::<ServerMessage>(&frame).expect("control message") {
+            ServerMessage::StreamStart {
+                stream, frames, plan, ..
+            } => received.start = Some((stream, frames, plan)),
+            ServerMessage::StreamEnd {
+                reason,
+                frames,
+                message,
+                ..
+            } => {
+                received.end = (reason, frames, message);
+                received.elapsed = started.elapsed();
+                return received;
+            }
+            _ => {}
+        }
+    }
+    panic!("no stream end");
+}
+
+#[test]
+fn the_listing_groups_resolutions_and_sees_new_files_without_a_restart() {
+    let dir = tempdir("listing");
+    let server = server_with(dir.clone());
+    let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+    viewer.send(&ClientMessage::ListVideos);
+    assert_eq!(viewer.recv(), ServerMessage::VideoList { videos: vec![] });
+    for file in std::fs::read_dir(clips(2)).unwrap().flatten() {
+        std::fs::copy(file.path(), dir.join(file.file_name())).unwrap();
+    }
+    std::fs::write(dir.join("README.md"), "not a video").unwrap();
+    viewer.send(&ClientMessage::ListVideos);
+    let labels = vec!["24p".to_string(), "48p".into(), "96p".into()];
+    let expected = vec![
+        VideoInfo {
+            name: "Video_1".into(),
+            resolutions: labels.clone(),
+        },
+        VideoInfo {
+            name: "Video_2".into(),
+            resolutions: labels,
+        },
+    ];
+    assert_eq!(viewer.recv(), ServerMessage::VideoList { videos: expected });
+}
+
+#[test]
+fn every_frame_arrives_in_order_from_the_planned_resolution() {
+    let server = server_with(clips(2));
+    let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+    let got = play(&mut viewer, "Video_2", Pace::None);
+    let (_, announced, plan) = got.start.expect("a stream start");
+    assert_eq!(announced, 20);
+    let parts: Vec<(&str, u32, u32)> = plan.iter().map(|p| (p.resolution.as_str(), p.first, p.last)).collect();
+    assert_eq!(parts, [("24p", 0, 5), ("48p", 6, 12), ("96p", 13, 19)]);
+    assert_eq!(got.end, (EndReason::Finished, 20, None));
+    assert_eq!(got.frames.len(), 20);
+    for (i, (header, height)) in got.frames.iter().enumerate() {
+        assert_eq!(header.sequence, i as u32, "frames out of order");
+        assert_eq!(
+            header.pts_micros,
+            i as u64 * 100_000,
+            "presentation times not continuous"
+        );
+        let expected = if i <= 5 {
+            24
+        } else if i <= 12 {
+            48
+        } else {
+            96
+        };
+        assert_eq!(header.resolution, format!("{expected}p"));
+        assert_eq!(*height, expected, "frame {i} was not decoded from the {expected}p file");
+    }
+}
+
+#[test]
+fn native_pace_takes_about_as_long_as_the_clip() {
+    let server = server_with(clips(2));
+    let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+    let got = play(&mut viewer, "Video_1", Pace::Native);
+    assert_eq!(got.end.0, EndReason::Finished);
+    assert_eq!(got.frames.len(), 20);
+    // A generous lower bound only: the last frame is due at 1.9 s.
+    assert!(
+        got.elapsed >= Duration::from_millis(1600),
+        "20 frames at 10 fps took only {:?}",
+        got.elapsed
+    );
+}
+
+#[test]
+fn two_viewers_watch_at_once() {
+    let server = server_with(clips(2));
+    let (mut one, _) = TestClient::join(server.addr, "one", identity(0));
+    let (mut two, _) = TestClient::join(server.addr, "two", identity(1));
+    let first = std::thread::spawn(move || play(&mut one, "Video_1", Pace::Native));
+    let second = play(&mut two, "Video_2", Pace::Native);
+    let first = first.join().expect("first viewer");
+    for got in [first, second] {
+        assert_eq!(got.end, (EndReason::Finished, 20, None));
+        assert_eq!(got.frames.len(), 20);
+    }
+}
+
+#[test]
+fn unknown_and_path_like_names_are_refused_and_the_server_carries_on() {
+    let server = server_with(clips(2));
+    let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+    for name in ["Nope", "../Video_1", "/etc/passwd", "Video_1_24p.mp4", ""] {
+        let got = play(&mut viewer, name, Pace::None);
+        assert!(got.start.is_none() && got.frames.is_empty(), "{name:?} was streamed");
+        assert_eq!(got.end.0, EndReason::Error, "{name:?}");
+        assert!(
+            got.end.2.as_deref().unwrap_or("").contains("no video named"),
+            "{name:?}: {:?}",
+            got.end.2
+        );
+    }
+    assert_eq!(play(&mut viewer, "Video_1", Pace::None).end.0, EndReason::Finished);
+}
+
+#[test]
+fn a_corrupt_file_ends_with_error_while_the_server_stays_up() {
+    let dir = tempdir("corrupt");
+    for file in std::fs::read_dir(clips(2)).unwrap().flatten() {
+        std::fs::copy(file.path(), dir.join(file.file_name())).unwrap();
+    }
+    std::fs::write(dir.join("Broken_240p.mp4"), vec![0x42; 4096]).unwrap();
+    let server = server_with(dir);
+    let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+    let got = play(&mut viewer, "Broken", Pace::None);
+    assert_eq!(got.end.0, EndReason::Error);
+    assert!(
+        got.end.2.as_deref().unwrap_or("").contains("Broken_240p.mp4"),
+        "{:?}",
+        got.end.2
+    );
+    let (mut other, _) = TestClient::join(server.addr, "other", identity(1));
+    assert_eq!(
+        play(&mut other, "Video_2", Pace::None).end,
+        (EndReason::Finished, 20, None)
+    );
+}
+
+#[test]
+fn a_second_play_while_one_runs_is_refused_but_one_after_the_end_is_not() {
+    let server = server_with(clips(2));
+    let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+    assert_eq!(play(&mut viewer, "Video_1", Pace::None).end.0, EndReason::Finished);
+    // Straight after the end: accepted.
+    assert_eq!(play(&mut viewer, "Video_1", Pace::None).end.0, EndReason::Finished);
+}
+
+/// Threads of a process, from /proc.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until the process has `count` threads.
+fn wait_for_threads(pid: u32, count: usize) {
+    let deadline = Instant::now() + support::TIMEOUT;
+    while thread_count(pid) != count {
+        assert!(
+            Instant::now() < deadline,
+            "server has {} threads, expected {count}",
+            thread_count(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
+    let videos = clips(20);
+    let mut server = Process::start(&["server", "--port", "0", "--videos", videos.to_str().unwrap()]);
+    let line = server.wait_for(Stream::Err, "listening on ");
+    let address: std::net::SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = server.child.id();
+    let (mut viewer, _) = TestClient::join(address, "viewer", identity(0));
+    viewer.send(&ClientMessage::ListVideos);
+    viewer.recv();
+    let baseline = thread_count(pid);
+
+    for round in 0..2 {
+        viewer.send(&ClientMessage::Play {
+            video: "Video_1".into(),
+            pace: Pace::Native,
+        });
+        let stream = match viewer.recv() {
+            ServerMessage::StreamStart { stream, .. } => stream,
+            other => panic!("expected a stream start, got {other:?}"),
+        };
+        assert_eq!(viewer.read_frame().kind, FrameKind::Video);
+        // The streaming thread, and the decoder threads OpenCV starts for it.
+        assert!(thread_count(pid) > baseline, "no streaming thread while streaming");
+        if round == 0 {
+            viewer.send(&ClientMessage::Stop { stream });
+            let mut frames = 0;
+            loop {
+                let frame = viewer.read_frame();
+                if frame.kind == FrameKind::Video {
+                    frames += 1;
+                    continue;
+                }
+                match ciphercast::shared::message::decode::<ServerMessage>(&frame).unwrap() {
+                    ServerMessage::StreamEnd {
+                        reason, frames: sent, ..
+                    } => {
+                        assert_eq!(reason, EndReason::Stopped);
+                        assert!(sent < 200 && frames < 200);
+                        break;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            wait_for_threads(pid, baseline);
+        }
+    }
+    // Vanish mid-stream: the streaming thread ends, and so do the viewer's handler and writer.
+    drop(viewer);
+    wait_for_threads(pid, baseline - 2);
+    let (mut after, _) = TestClient::join(address, "after", identity(1));
+    after.send(&ClientMessage::ListVideos);
+    assert!(matches!(after.recv(), ServerMessage::VideoList { .. }));
+    server.child.kill().unwrap();
+}
+
+#[test]
+fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
+    let videos = clips(20);
+    let server = server_with(videos);
+    let mut viewer = Process::start(&[
+        "client",
+        "--server",
+        &server.addr.to_string(),
+        "--name",
+        "viewer",
+        "--display",
+        "none",
+    ]);
+    viewer.wait_for(Stream::Out, "online: nobody else yet");
+    viewer.type_text("2\n");
+    viewer.wait_for(Stream::Out, "  2. Video_2 (24p, 48p, 96p)");
+    viewer.type_text("Video_2\n");
+    // The stream starts at once; dave joins and writes while it plays.
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut dave, welcome) = TestClient::hello(server.addr, "dave", identity(3).public_pem());
+    let ServerMessage::Welcome { peers, .. } = welcome else {
+        panic!("dave was not welcomed: {welcome:?}")
+    };
+    let viewer_pem = &peers
+        .iter()
+        .find(|p| &*p.name == "viewer")
+        .expect("viewer online")
+        .public_key;
+    let viewer_key = ciphercast::shared::crypto::PeerKey::from_pem(viewer_pem).unwrap();
+    let envelope = identity(3).seal("dave", "viewer", &viewer_key, "popcorn?").unwrap();
+    dave.send(&ClientMessage::Send { envelope });
+    viewer.wait_for(Stream::Out, "dave joined");
+    viewer.wait_for(Stream::Out, "[dave] popcorn?");
+
+    // Ctrl-C during playback stops the playback only.
+    let pid = viewer.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let summary = viewer.wait_for(Stream::Out, "summary: video=Video_2 frames=");
+    let counts = summary
+        .split("frames=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let (received, announced) = counts.split_once('/').unwrap();
+    assert_eq!(announced, "200");
+    let received: u32 = received.parse().unwrap();
+    assert!(received > 0 && received < 200, "{summary}");
+    let position = |text: &str| viewer.stdout.iter().position(|l| l.contains(text)).unwrap();
+    assert!(position("[dave] popcorn?") < position("summary:"));
+    assert!(position("dave joined") < position("summary:"));
+    // Still connected: the menu is back and end of input quits cleanly.
+    assert_eq!(viewer.finish(), 0);
+    assert!(viewer.stdout.last().unwrap().ends_with("bye"));
+}
+
+#[test]
+fn the_client_binary_plays_a_video_headless_and_prints_the_summary() {
+    let server = server_with(clips(2));
+    let mut viewer = Process::start(&[
+        "client",
+        "--server",
+        &server.addr.to_string(),
+        "--name",
+        "viewer",
+        "--display",
+        "none",
+        "--pace",
+        "none",
+    ]);
+    viewer.type_text("2\n1\n");
+    let summary = viewer.wait_for(Stream::Out, "summary:");
+    assert!(
+        summary.starts_with("summary: video=Video_1 frames=20/20 resolutions=24p,48p,96p fps="),
+        "{summary}"
+    );
+    assert!(summary.ends_with(" late=0") || summary.contains(" late="), "{summary}");
+    let bytes: u64 = summary
+        .split("bytes=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes > 20 * 100, "{summary}");
+    assert_eq!(viewer.finish(), 0);
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ciphercast-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
