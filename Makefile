@@ -15,12 +15,15 @@ DISPLAY_MODE ?= auto
 BIN := target/debug/ciphercast
 
 # Debian/Ubuntu packages: OpenCV, clang + libclang (opencv's binding
-# generator), pkg-config (how the opencv crate finds OpenCV).
-APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config
+# generator), pkg-config (how the opencv crate finds OpenCV); Xvfb and
+# x11-utils (xwininfo) for the test that opens a real video window.
+APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils
 BREW_PACKAGES := opencv llvm pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build test run-server run-client
+VIDEO_FILES = $(shell ls $(VIDEOS) 2>/dev/null | grep -iE '\.(mp4|m4v|avi|mkv|mov|webm|mpg)$$')
+
+.PHONY: deps build test videos run-server run-client
 
 deps:
 	@if [ "$$(uname)" = Darwin ]; then \
@@ -47,8 +50,13 @@ test: deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
 
+# Video_1 and Video_2 at 240p, 720p and 1440p, 10 s each (about 20 s to make).
+videos: build
+	$(BIN) videos --out $(VIDEOS)
+
 run-server: build
+	@if [ -z "$(VIDEO_FILES)" ]; then echo "No videos in $(VIDEOS)/: generating the demo videos"; $(BIN) videos --out $(VIDEOS); fi
 	$(BIN) server --bind $(BIND) --port $(PORT) --videos $(VIDEOS)
 
 run-client: build
-	$(BIN) client --server $(SERVER) $(if $(NAME),--name "$(NAME)")
+	$(BIN) client --server $(SERVER) --display $(DISPLAY_MODE) $(if $(NAME),--name "$(NAME)")

@@ -119,18 +119,11 @@ mod tests {
     #[test]
     fn defaults_match_the_interface() {
         let cli = Cli::parse_from(["ciphercast", "server"]);
-        let Command::Server(args) = cli.command else {
-            panic!("not a server")
-        };
-        assert_eq!(
-            (args.bind.as_str(), args.port, args.max_clients),
-            ("127.0.0.1", 8005, 1024)
-        );
+        let Command::Server(args) = cli.command else { panic!("not a server") };
+        assert_eq!((args.bind.as_str(), args.port, args.max_clients), ("127.0.0.1", 8005, 1024));
         assert_eq!(args.relay, RelayMode::Broadcast);
         let cli = Cli::parse_from(["ciphercast", "client"]);
-        let Command::Client(args) = cli.command else {
-            panic!("not a client")
-        };
+        let Command::Client(args) = cli.command else { panic!("not a client") };
         assert_eq!(args.server, "127.0.0.1:8005");
         assert!(Cli::try_parse_from(["ciphercast", "server", "--max-clients", "0"]).is_err());
     }

@@ -25,12 +25,7 @@ fn main() -> ExitCode {
 }
 
 fn run_videos(args: VideosArgs) -> ExitCode {
-    let spec = videos::Spec {
-        out: args.out,
-        seconds: args.seconds,
-        fps: args.fps,
-        heights: args.heights,
-    };
+    let spec = videos::Spec { out: args.out, seconds: args.seconds, fps: args.fps, heights: args.heights };
     match videos::generate(&spec) {
         Ok(files) => {
             for file in files {

@@ -56,26 +56,15 @@ pub const VIDEO_NAMES: [&str; 2] = ["Video_1", "Video_2"];
 /// Generates every file; returns the paths written.
 pub fn generate(spec: &Spec) -> Result<Vec<PathBuf>, GenerateError> {
     if !(spec.fps > 0.0 && spec.fps <= 240.0) {
-        return Err(GenerateError::Invalid(format!(
-            "--fps must be in (0, 240], got {}",
-            spec.fps
-        )));
+        return Err(GenerateError::Invalid(format!("--fps must be in (0, 240], got {}", spec.fps)));
     }
     if !(spec.seconds > 0.0 && spec.seconds <= 3600.0) {
-        return Err(GenerateError::Invalid(format!(
-            "--seconds must be in (0, 3600], got {}",
-            spec.seconds
-        )));
+        return Err(GenerateError::Invalid(format!("--seconds must be in (0, 3600], got {}", spec.seconds)));
     }
     if spec.heights.is_empty() || spec.heights.iter().any(|&h| !(8..=4320).contains(&h)) {
-        return Err(GenerateError::Invalid(
-            "--heights must list heights from 8 to 4320".into(),
-        ));
+        return Err(GenerateError::Invalid("--heights must list heights from 8 to 4320".into()));
     }
-    fs::create_dir_all(&spec.out).map_err(|source| GenerateError::Directory {
-        path: spec.out.clone(),
-        source,
-    })?;
+    fs::create_dir_all(&spec.out).map_err(|source| GenerateError::Directory { path: spec.out.clone(), source })?;
     let frames = (spec.seconds * spec.fps).round().max(1.0) as u32;
     let mut written = Vec::new();
     for (index, name) in VIDEO_NAMES.iter().enumerate() {
@@ -133,15 +122,7 @@ fn draw_bouncing_ball(frame: &mut Mat, width: i32, height: i32, t: f64) -> Resul
     let x = radius as f64 + (width - 2 * radius) as f64 * triangle(t * 3.0);
     let y = radius as f64 + (height - 2 * radius) as f64 * triangle(t * 5.0 + 0.25);
     let center = Point::new(x as i32, y as i32);
-    imgproc::circle(
-        frame,
-        center,
-        radius,
-        Scalar::new(0.0, 220.0, 255.0, 0.0),
-        -1,
-        imgproc::LINE_AA,
-        0,
-    )?;
+    imgproc::circle(frame, center, radius, Scalar::new(0.0, 220.0, 255.0, 0.0), -1, imgproc::LINE_AA, 0)?;
     Ok(())
 }
 
@@ -149,12 +130,7 @@ fn draw_bouncing_ball(frame: &mut Mat, width: i32, height: i32, t: f64) -> Resul
 fn draw_sweeping_bars(frame: &mut Mat, width: i32, height: i32, t: f64) -> Result<(), GenerateError> {
     frame.set_to(&Scalar::new(30.0, 30.0, 30.0, 0.0), &opencv::core::no_array())?;
     let bar = (width / 8).max(1);
-    let colours = [
-        (255.0, 0.0, 0.0),
-        (0.0, 255.0, 0.0),
-        (0.0, 0.0, 255.0),
-        (255.0, 0.0, 255.0),
-    ];
+    let colours = [(255.0, 0.0, 0.0), (0.0, 255.0, 0.0), (0.0, 0.0, 255.0), (255.0, 0.0, 255.0)];
     let offset = (t * 2.0 * width as f64) as i32;
     for (i, (b, g, r)) in colours.iter().enumerate() {
         let x = (offset + i as i32 * 2 * bar) % (width + bar) - bar;
@@ -170,14 +146,7 @@ fn draw_label(frame: &mut Mat, height: i32, text: &str) -> Result<(), GenerateEr
     let thickness = (height / 240).max(1);
     let band = (height as f64 * 0.12) as i32;
     let width = frame.cols();
-    imgproc::rectangle(
-        frame,
-        Rect::new(0, height - band, width, band),
-        Scalar::all(0.0),
-        -1,
-        imgproc::LINE_8,
-        0,
-    )?;
+    imgproc::rectangle(frame, Rect::new(0, height - band, width, band), Scalar::all(0.0), -1, imgproc::LINE_8, 0)?;
     let origin = Point::new(band / 3, height - band / 3);
     imgproc::put_text(
         frame,

@@ -35,18 +35,13 @@ fn three_clients_join_and_each_ends_with_every_key() {
 
     // The others hear of each newcomer with its exact key.
     for (client, expected) in [(&mut alice, vec!["bob", "carol"]), (&mut bob, vec!["carol"])] {
-        for (want, who) in expected
-            .into_iter()
-            .zip([1, 2].into_iter().skip(if client.name == "bob" { 1 } else { 0 }))
-        {
+        for (want, who) in expected.into_iter().zip([1, 2].into_iter().skip(if client.name == "bob" { 1 } else { 0 })) {
             match client.recv() {
                 ServerMessage::PeerJoined { name, public_key } => {
                     assert_eq!(&*name, want);
                     assert_eq!(
                         peer_key(identity(who)).fingerprint(),
-                        ciphercast::shared::crypto::PeerKey::from_pem(&public_key)
-                            .unwrap()
-                            .fingerprint()
+                        ciphercast::shared::crypto::PeerKey::from_pem(&public_key).unwrap().fingerprint()
                     );
                 }
                 other => panic!("{}: expected {want} joined, got {other:?}", client.name),
@@ -71,18 +66,12 @@ fn a_long_message_reaches_the_addressee_and_nobody_else_can_read_it() {
 
     let (from, envelope) = sealed(bob.recv_until("a sealed message", |m| matches!(m, ServerMessage::Sealed { .. })));
     assert_eq!(from, "alice");
-    assert_eq!(
-        identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(),
-        text
-    );
+    assert_eq!(identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(), text);
 
     // Broadcast relay: carol receives the same envelope and cannot open it.
     let (from, for_bob) = sealed(carol.recv_until("a sealed message", |m| matches!(m, ServerMessage::Sealed { .. })));
     assert_eq!((from.as_str(), for_bob.to.as_str()), ("alice", "bob"));
-    assert!(matches!(
-        identity(2).open(&from, &peer_key(identity(0)), &for_bob),
-        Err(CryptoError::Undecryptable)
-    ));
+    assert!(matches!(identity(2).open(&from, &peer_key(identity(0)), &for_bob), Err(CryptoError::Undecryptable)));
 
     // Not one byte the server sent or received holds the plaintext.
     let needle = &text.as_bytes()[..24];
@@ -90,33 +79,22 @@ fn a_long_message_reaches_the_addressee_and_nobody_else_can_read_it() {
         for log in [&client.sent, &client.received] {
             let bytes = log.lock().unwrap();
             assert!(!bytes.is_empty());
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle),
-                "{} saw plaintext on the wire",
-                client.name
-            );
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} saw plaintext on the wire", client.name);
         }
     }
 }
 
 #[test]
 fn direct_relay_reaches_the_addressee_only() {
-    let server = TestServer::start(Config {
-        relay: RelayMode::Direct,
-        ..Config::default()
-    });
+    let server = TestServer::start(Config { relay: RelayMode::Direct, ..Config::default() });
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
     alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
     bob.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
 
-    let to_bob = identity(0)
-        .seal("alice", "bob", &peer_key(identity(1)), "for bob")
-        .unwrap();
-    let to_carol = identity(0)
-        .seal("alice", "carol", &peer_key(identity(2)), "for carol")
-        .unwrap();
+    let to_bob = identity(0).seal("alice", "bob", &peer_key(identity(1)), "for bob").unwrap();
+    let to_carol = identity(0).seal("alice", "carol", &peer_key(identity(2)), "for carol").unwrap();
     alice.send(&ClientMessage::Send { envelope: to_bob });
     alice.send(&ClientMessage::Send { envelope: to_carol });
     // The server relays alice's messages in order, so had carol been sent the
@@ -138,23 +116,11 @@ fn quit_and_abrupt_disconnect_both_notify_and_free_the_name() {
     let rest = bob.recv_until_closed();
     assert!(rest.contains(&ServerMessage::Goodbye), "bob got {rest:?}");
     let left = alice.recv_until("bob left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
-    assert_eq!(
-        left,
-        ServerMessage::PeerLeft {
-            name: "bob".into(),
-            reason: LeaveReason::Quit
-        }
-    );
+    assert_eq!(left, ServerMessage::PeerLeft { name: "bob".into(), reason: LeaveReason::Quit });
 
     drop(carol); // no quit: the socket just closes
     let left = alice.recv_until("carol left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
-    assert_eq!(
-        left,
-        ServerMessage::PeerLeft {
-            name: "carol".into(),
-            reason: LeaveReason::Disconnected
-        }
-    );
+    assert_eq!(left, ServerMessage::PeerLeft { name: "carol".into(), reason: LeaveReason::Disconnected });
 
     // Both names are free again.
     let (_bob, peers) = TestClient::join(server.addr, "bob", identity(3));
@@ -177,18 +143,8 @@ fn bad_joins_are_refused_with_their_reasons() {
     let cases: [(&str, &str, RefusalCode, &str); 6] = [
         ("bob", key, RefusalCode::NameTaken, "name \"bob\" is taken"),
         ("", key, RefusalCode::InvalidName, "must not be empty"),
-        (
-            "bo\u{1b}[2Jb",
-            key,
-            RefusalCode::InvalidName,
-            "control or format characters",
-        ),
-        (
-            &long_name,
-            key,
-            RefusalCode::InvalidName,
-            "at most 32 characters, got 33",
-        ),
+        ("bo\u{1b}[2Jb", key, RefusalCode::InvalidName, "control or format characters"),
+        (&long_name, key, RefusalCode::InvalidName, "at most 32 characters, got 33"),
         ("dave", &small_key, RefusalCode::BadKey, "1024 bits"),
         ("erin", "not a key", RefusalCode::BadKey, "not an RSA public key"),
     ];
@@ -210,27 +166,11 @@ fn bad_joins_are_refused_with_their_reasons() {
 fn a_wrong_protocol_version_or_a_first_message_that_is_not_a_hello_is_refused() {
     let server = TestServer::with_defaults();
     let mut client = TestClient::connect(server.addr);
-    client.send(&ClientMessage::Hello {
-        version: 99,
-        name: "x".into(),
-        public_key: identity(0).public_pem().into(),
-    });
-    assert!(matches!(
-        client.recv(),
-        ServerMessage::Refused {
-            code: RefusalCode::Version,
-            ..
-        }
-    ));
+    client.send(&ClientMessage::Hello { version: 99, name: "x".into(), public_key: identity(0).public_pem().into() });
+    assert!(matches!(client.recv(), ServerMessage::Refused { code: RefusalCode::Version, .. }));
     let mut client = TestClient::connect(server.addr);
     client.send(&ClientMessage::Quit);
-    assert!(matches!(
-        client.recv(),
-        ServerMessage::Refused {
-            code: RefusalCode::Protocol,
-            ..
-        }
-    ));
+    assert!(matches!(client.recv(), ServerMessage::Refused { code: RefusalCode::Protocol, .. }));
 }
 
 #[test]
@@ -242,10 +182,9 @@ fn a_four_gigabyte_header_is_refused_while_the_server_keeps_serving() {
     let mut stranger = TestClient::connect(server.addr);
     stranger.send_raw(&[0xff, 0xff, 0xff, 0xff]);
     match stranger.recv() {
-        ServerMessage::Refused {
-            code: RefusalCode::Protocol,
-            reason,
-        } => assert!(reason.contains("4294967295"), "{reason}"),
+        ServerMessage::Refused { code: RefusalCode::Protocol, reason } => {
+            assert!(reason.contains("4294967295"), "{reason}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(stranger.recv_until_closed().is_empty());
@@ -255,30 +194,18 @@ fn a_four_gigabyte_header_is_refused_while_the_server_keeps_serving() {
     mallory.send_raw(&[0xff, 0xff, 0xff, 0xff, 0]);
     let rest = mallory.recv_until_closed();
     assert!(
-        rest.iter()
-            .any(|m| matches!(m, ServerMessage::Error { message } if message.contains("exceeds the limit"))),
+        rest.iter().any(|m| matches!(m, ServerMessage::Error { message } if message.contains("exceeds the limit"))),
         "{rest:?}"
     );
     let left = alice.recv_until("mallory left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
-    assert_eq!(
-        left,
-        ServerMessage::PeerLeft {
-            name: "mallory".into(),
-            reason: LeaveReason::Disconnected
-        }
-    );
+    assert_eq!(left, ServerMessage::PeerLeft { name: "mallory".into(), reason: LeaveReason::Disconnected });
 
     // Everyone else carries on.
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
-    let envelope = identity(0)
-        .seal("alice", "bob", &peer_key(identity(1)), "still here")
-        .unwrap();
+    let envelope = identity(0).seal("alice", "bob", &peer_key(identity(1)), "still here").unwrap();
     alice.send(&ClientMessage::Send { envelope });
     let (from, envelope) = sealed(bob.recv());
-    assert_eq!(
-        identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(),
-        "still here"
-    );
+    assert_eq!(identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(), "still here");
 }
 
 #[test]
@@ -288,12 +215,7 @@ fn malformed_messages_get_an_error_and_the_connection_survives() {
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
 
-    for garbage in [
-        &b"not json"[..],
-        br#"{"type":"launch_missiles"}"#,
-        br#"{"type":"send"}"#,
-        b"[1,2,3]",
-    ] {
+    for garbage in [&b"not json"[..], br#"{"type":"launch_missiles"}"#, br#"{"type":"send"}"#, b"[1,2,3]"] {
         let frame =
             ciphercast::shared::frame::encode_frame(ciphercast::shared::frame::FrameKind::Control, garbage).unwrap();
         alice.send_raw(&frame);
@@ -310,15 +232,10 @@ fn malformed_messages_get_an_error_and_the_connection_survives() {
     assert!(matches!(alice.recv(), ServerMessage::Error { message } if message.contains("nobody")));
 
     // Still joined and relaying.
-    let envelope = identity(0)
-        .seal("alice", "bob", &peer_key(identity(1)), "after the garbage")
-        .unwrap();
+    let envelope = identity(0).seal("alice", "bob", &peer_key(identity(1)), "after the garbage").unwrap();
     alice.send(&ClientMessage::Send { envelope });
     let (from, envelope) = sealed(bob.recv());
-    assert_eq!(
-        identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(),
-        "after the garbage"
-    );
+    assert_eq!(identity(1).open(&from, &peer_key(identity(0)), &envelope).unwrap(), "after the garbage");
 }
 
 #[test]
@@ -328,10 +245,9 @@ fn a_connection_that_never_joins_is_closed_after_the_deadline() {
     // Trickle half a header: a per-read timeout alone would never fire.
     idle.send_raw(&[0, 0]);
     match idle.recv() {
-        ServerMessage::Refused {
-            code: RefusalCode::Protocol,
-            reason,
-        } => assert!(reason.contains("10 s") || reason.contains("hello"), "{reason}"),
+        ServerMessage::Refused { code: RefusalCode::Protocol, reason } => {
+            assert!(reason.contains("10 s") || reason.contains("hello"), "{reason}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(idle.recv_until_closed().is_empty());
@@ -358,12 +274,7 @@ fn a_client_that_stops_reading_is_disconnected_and_nobody_else_suffers() {
     };
     let (mut sleeper_left, mut bob_told) = (false, false);
     for i in 0..200 {
-        alice.send(&ClientMessage::Send {
-            envelope: Envelope {
-                id: i.to_string(),
-                ..template.clone()
-            },
-        });
+        alice.send(&ClientMessage::Send { envelope: Envelope { id: i.to_string(), ..template.clone() } });
         // bob keeps reading, so he is never the one dropped.
         bob.recv_until("a sealed message", |m| {
             bob_told |= matches!(m, ServerMessage::PeerLeft { name, .. } if name == "sleeper");
@@ -406,8 +317,5 @@ fn shutdown_tells_every_client_and_returns() {
     let _pending = TestClient::connect(server.addr); // connected, never joins
     server.stop(); // panics if the server does not return in time
     let rest = alice.recv_until_closed();
-    assert!(
-        rest.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })),
-        "{rest:?}"
-    );
+    assert!(rest.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })), "{rest:?}");
 }

@@ -18,27 +18,16 @@ fn end_of_input_says_bye_and_exits_zero() {
     alice.close_stdin();
     assert_eq!(alice.finish(), 0, "{:#?}", alice.stderr);
     let out = &alice.stdout;
-    let fingerprint = out
-        .iter()
-        .find(|l| l.starts_with("Your fingerprint: "))
-        .expect("fingerprint line");
+    let fingerprint = out.iter().find(|l| l.starts_with("Your fingerprint: ")).expect("fingerprint line");
     let groups: Vec<&str> = fingerprint["Your fingerprint: ".len()..].split(' ').collect();
     assert_eq!(groups.len(), 16, "{fingerprint}");
-    let connected = out
-        .iter()
-        .position(|l| *l == format!("Connected to {} as alice", server.addr))
-        .expect("connected line");
+    let connected =
+        out.iter().position(|l| *l == format!("Connected to {} as alice", server.addr)).expect("connected line");
     assert_eq!(out[connected + 1], "online: bob");
     assert!(out.last().unwrap().ends_with("bye"), "{out:#?}");
     // The client said Quit: bob is told alice quit rather than vanished.
     let left = bob.recv_until("alice left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
-    assert_eq!(
-        left,
-        ServerMessage::PeerLeft {
-            name: "alice".into(),
-            reason: LeaveReason::Quit
-        }
-    );
+    assert_eq!(left, ServerMessage::PeerLeft { name: "alice".into(), reason: LeaveReason::Quit });
 }
 
 #[test]
@@ -55,29 +44,18 @@ fn a_taken_name_is_refused_with_exit_status_one() {
     let (_bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let mut impostor = client(&server, "bob");
     assert_eq!(impostor.finish(), 1);
-    assert!(
-        impostor.stderr.iter().any(|l| l == "error: name \"bob\" is taken"),
-        "{:#?}",
-        impostor.stderr
-    );
+    assert!(impostor.stderr.iter().any(|l| l == "error: name \"bob\" is taken"), "{:#?}", impostor.stderr);
 }
 
 #[test]
 fn an_unreachable_server_says_where_it_looked_and_exits_one() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let address = format!("127.0.0.1:{port}");
     let mut alice = Process::start(&["client", "--server", &address, "--name", "alice"]);
     assert_eq!(alice.finish(), 1);
     let error = alice.stderr.join("\n");
-    assert!(
-        error.contains(&format!("cannot reach the server at {address}")),
-        "{error}"
-    );
+    assert!(error.contains(&format!("cannot reach the server at {address}")), "{error}");
     assert!(error.contains("make run-server"), "{error}");
 }
 
@@ -101,10 +79,7 @@ fn option_one_lists_clients_asks_again_for_unknown_names_and_sends() {
     match bob.recv_until("a sealed message", |m| matches!(m, ServerMessage::Sealed { .. })) {
         ServerMessage::Sealed { from, envelope } => {
             assert_eq!(from, "alice");
-            assert_eq!(
-                identity(1).open(&from, &alice_key, &envelope).unwrap(),
-                "hello bob\nsecond line"
-            );
+            assert_eq!(identity(1).open(&from, &alice_key, &envelope).unwrap(), "hello bob\nsecond line");
         }
         _ => unreachable!(),
     }
@@ -134,9 +109,7 @@ fn events_and_messages_are_printed_as_they_arrive_and_escapes_are_made_visible()
     carol.wait_for(Stream::Out, "[alice] line one");
     carol.wait_for(Stream::Out, "  line two \\x1b[2J\\x1b]0;pwned\\x07");
     // A message for dave, relayed to everyone: carol sees only that it exists.
-    let envelope = identity(0)
-        .seal("alice", "dave", &peer_key(identity(3)), "for dave")
-        .unwrap();
+    let envelope = identity(0).seal("alice", "dave", &peer_key(identity(3)), "for dave").unwrap();
     alice.send(&ClientMessage::Send { envelope });
     let line = carol.wait_for(Stream::Out, "sealed message from alice to dave");
     assert!(line.ends_with("bytes): not for me, cannot decrypt"), "{line}");
@@ -144,10 +117,7 @@ fn events_and_messages_are_printed_as_they_arrive_and_escapes_are_made_visible()
     alice.send(&ClientMessage::Quit);
     carol.wait_for(Stream::Out, "alice left (quit)");
     assert_eq!(carol.finish(), 0);
-    assert!(
-        !carol.stdout.iter().any(|l| l.contains('\u{1b}')),
-        "an escape reached the terminal"
-    );
+    assert!(!carol.stdout.iter().any(|l| l.contains('\u{1b}')), "an escape reached the terminal");
 }
 
 #[test]

@@ -15,10 +15,7 @@ use opencv::prelude::*;
 use support::{Process, Stream, TestClient, TestServer, clips, identity};
 
 fn server_with(videos: std::path::PathBuf) -> TestServer {
-    TestServer::start(Config {
-        videos,
-        ..Config::default()
-    })
+    TestServer::start(Config { videos, ..Config::default() })
 }
 
 /// Everything a viewer received for one playback.
@@ -31,17 +28,10 @@ struct Received {
 
 /// Asks for `video` and reads until the stream ends; frames are decoded to check their height.
 fn play(client: &mut TestClient, video: &str, pace: Pace) -> Received {
-    client.send(&ClientMessage::Play {
-        video: video.into(),
-        pace,
-    });
+    client.send(&ClientMessage::Play { video: video.into(), pace });
     let started = Instant::now();
-    let mut received = Received {
-        start: None,
-        frames: Vec::new(),
-        end: (EndReason::Error, 0, None),
-        elapsed: Duration::ZERO,
-    };
+    let mut received =
+        Received { start: None, frames: Vec::new(), end: (EndReason::Error, 0, None), elapsed: Duration::ZERO };
     for _ in 0..10_000 {
         let frame = client.read_frame();
         if frame.kind == FrameKind::Video {
@@ -51,15 +41,8 @@ fn play(client: &mut TestClient, video: &str, pace: Pace) -> Received {
             continue;
         }
         match ciphercast::shared::message::decode::<ServerMessage>(&frame).expect("control message") {
-            ServerMessage::StreamStart {
-                stream, frames, plan, ..
-            } => received.start = Some((stream, frames, plan)),
-            ServerMessage::StreamEnd {
-                reason,
-                frames,
-                message,
-                ..
-            } => {
+            ServerMessage::StreamStart { stream, frames, plan, .. } => received.start = Some((stream, frames, plan)),
+            ServerMessage::StreamEnd { reason, frames, message, .. } => {
                 received.end = (reason, frames, message);
                 received.elapsed = started.elapsed();
                 return received;
@@ -84,14 +67,8 @@ fn the_listing_groups_resolutions_and_sees_new_files_without_a_restart() {
     viewer.send(&ClientMessage::ListVideos);
     let labels = vec!["24p".to_string(), "48p".into(), "96p".into()];
     let expected = vec![
-        VideoInfo {
-            name: "Video_1".into(),
-            resolutions: labels.clone(),
-        },
-        VideoInfo {
-            name: "Video_2".into(),
-            resolutions: labels,
-        },
+        VideoInfo { name: "Video_1".into(), resolutions: labels.clone() },
+        VideoInfo { name: "Video_2".into(), resolutions: labels },
     ];
     assert_eq!(viewer.recv(), ServerMessage::VideoList { videos: expected });
 }
@@ -109,11 +86,7 @@ fn every_frame_arrives_in_order_from_the_planned_resolution() {
     assert_eq!(got.frames.len(), 20);
     for (i, (header, height)) in got.frames.iter().enumerate() {
         assert_eq!(header.sequence, i as u32, "frames out of order");
-        assert_eq!(
-            header.pts_micros,
-            i as u64 * 100_000,
-            "presentation times not continuous"
-        );
+        assert_eq!(header.pts_micros, i as u64 * 100_000, "presentation times not continuous");
         let expected = if i <= 5 {
             24
         } else if i <= 12 {
@@ -134,11 +107,7 @@ fn native_pace_takes_about_as_long_as_the_clip() {
     assert_eq!(got.end.0, EndReason::Finished);
     assert_eq!(got.frames.len(), 20);
     // A generous lower bound only: the last frame is due at 1.9 s.
-    assert!(
-        got.elapsed >= Duration::from_millis(1600),
-        "20 frames at 10 fps took only {:?}",
-        got.elapsed
-    );
+    assert!(got.elapsed >= Duration::from_millis(1600), "20 frames at 10 fps took only {:?}", got.elapsed);
 }
 
 #[test]
@@ -163,11 +132,7 @@ fn unknown_and_path_like_names_are_refused_and_the_server_carries_on() {
         let got = play(&mut viewer, name, Pace::None);
         assert!(got.start.is_none() && got.frames.is_empty(), "{name:?} was streamed");
         assert_eq!(got.end.0, EndReason::Error, "{name:?}");
-        assert!(
-            got.end.2.as_deref().unwrap_or("").contains("no video named"),
-            "{name:?}: {:?}",
-            got.end.2
-        );
+        assert!(got.end.2.as_deref().unwrap_or("").contains("no video named"), "{name:?}: {:?}", got.end.2);
     }
     assert_eq!(play(&mut viewer, "Video_1", Pace::None).end.0, EndReason::Finished);
 }
@@ -183,16 +148,9 @@ fn a_corrupt_file_ends_with_error_while_the_server_stays_up() {
     let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
     let got = play(&mut viewer, "Broken", Pace::None);
     assert_eq!(got.end.0, EndReason::Error);
-    assert!(
-        got.end.2.as_deref().unwrap_or("").contains("Broken_240p.mp4"),
-        "{:?}",
-        got.end.2
-    );
+    assert!(got.end.2.as_deref().unwrap_or("").contains("Broken_240p.mp4"), "{:?}", got.end.2);
     let (mut other, _) = TestClient::join(server.addr, "other", identity(1));
-    assert_eq!(
-        play(&mut other, "Video_2", Pace::None).end,
-        (EndReason::Finished, 20, None)
-    );
+    assert_eq!(play(&mut other, "Video_2", Pace::None).end, (EndReason::Finished, 20, None));
 }
 
 #[test]
@@ -206,20 +164,14 @@ fn a_second_play_while_one_runs_is_refused_but_one_after_the_end_is_not() {
 
 /// Threads of a process, from /proc.
 fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// Waits (bounded) until the process has `count` threads.
 fn wait_for_threads(pid: u32, count: usize) {
     let deadline = Instant::now() + support::TIMEOUT;
     while thread_count(pid) != count {
-        assert!(
-            Instant::now() < deadline,
-            "server has {} threads, expected {count}",
-            thread_count(pid)
-        );
+        assert!(Instant::now() < deadline, "server has {} threads, expected {count}", thread_count(pid));
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -229,15 +181,8 @@ fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
     let videos = clips(20);
     let mut server = Process::start(&["server", "--port", "0", "--videos", videos.to_str().unwrap()]);
     let line = server.wait_for(Stream::Err, "listening on ");
-    let address: std::net::SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let address: std::net::SocketAddr =
+        line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     let pid = server.child.id();
     let (mut viewer, _) = TestClient::join(address, "viewer", identity(0));
     viewer.send(&ClientMessage::ListVideos);
@@ -245,10 +190,7 @@ fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
     let baseline = thread_count(pid);
 
     for round in 0..2 {
-        viewer.send(&ClientMessage::Play {
-            video: "Video_1".into(),
-            pace: Pace::Native,
-        });
+        viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native });
         let stream = match viewer.recv() {
             ServerMessage::StreamStart { stream, .. } => stream,
             other => panic!("expected a stream start, got {other:?}"),
@@ -266,9 +208,7 @@ fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
                     continue;
                 }
                 match ciphercast::shared::message::decode::<ServerMessage>(&frame).unwrap() {
-                    ServerMessage::StreamEnd {
-                        reason, frames: sent, ..
-                    } => {
+                    ServerMessage::StreamEnd { reason, frames: sent, .. } => {
                         assert_eq!(reason, EndReason::Stopped);
                         assert!(sent < 200 && frames < 200);
                         break;
@@ -292,15 +232,8 @@ fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
 fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
     let videos = clips(20);
     let server = server_with(videos);
-    let mut viewer = Process::start(&[
-        "client",
-        "--server",
-        &server.addr.to_string(),
-        "--name",
-        "viewer",
-        "--display",
-        "none",
-    ]);
+    let mut viewer =
+        Process::start(&["client", "--server", &server.addr.to_string(), "--name", "viewer", "--display", "none"]);
     viewer.wait_for(Stream::Out, "online: nobody else yet");
     viewer.type_text("2\n");
     viewer.wait_for(Stream::Out, "  2. Video_2 (24p, 48p, 96p)");
@@ -308,14 +241,8 @@ fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
     // The stream starts at once; dave joins and writes while it plays.
     std::thread::sleep(Duration::from_millis(300));
     let (mut dave, welcome) = TestClient::hello(server.addr, "dave", identity(3).public_pem());
-    let ServerMessage::Welcome { peers, .. } = welcome else {
-        panic!("dave was not welcomed: {welcome:?}")
-    };
-    let viewer_pem = &peers
-        .iter()
-        .find(|p| &*p.name == "viewer")
-        .expect("viewer online")
-        .public_key;
+    let ServerMessage::Welcome { peers, .. } = welcome else { panic!("dave was not welcomed: {welcome:?}") };
+    let viewer_pem = &peers.iter().find(|p| &*p.name == "viewer").expect("viewer online").public_key;
     let viewer_key = ciphercast::shared::crypto::PeerKey::from_pem(viewer_pem).unwrap();
     let envelope = identity(3).seal("dave", "viewer", &viewer_key, "popcorn?").unwrap();
     dave.send(&ClientMessage::Send { envelope });
@@ -324,21 +251,9 @@ fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
 
     // Ctrl-C during playback stops the playback only.
     let pid = viewer.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
     let summary = viewer.wait_for(Stream::Out, "summary: video=Video_2 frames=");
-    let counts = summary
-        .split("frames=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
+    let counts = summary.split("frames=").nth(1).unwrap().split_whitespace().next().unwrap();
     let (received, announced) = counts.split_once('/').unwrap();
     assert_eq!(announced, "200");
     let received: u32 = received.parse().unwrap();
@@ -367,20 +282,9 @@ fn the_client_binary_plays_a_video_headless_and_prints_the_summary() {
     ]);
     viewer.type_text("2\n1\n");
     let summary = viewer.wait_for(Stream::Out, "summary:");
-    assert!(
-        summary.starts_with("summary: video=Video_1 frames=20/20 resolutions=24p,48p,96p fps="),
-        "{summary}"
-    );
+    assert!(summary.starts_with("summary: video=Video_1 frames=20/20 resolutions=24p,48p,96p fps="), "{summary}");
     assert!(summary.ends_with(" late=0") || summary.contains(" late="), "{summary}");
-    let bytes: u64 = summary
-        .split("bytes=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let bytes: u64 = summary.split("bytes=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!(bytes > 20 * 100, "{summary}");
     assert_eq!(viewer.finish(), 0);
 }

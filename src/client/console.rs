@@ -59,18 +59,8 @@ impl Console {
                 editor = Some(ed);
             }
         }
-        let printer = Printer {
-            inner: Arc::new(Mutex::new(PrinterState {
-                external,
-                open_prompt: None,
-                raw: false,
-            })),
-        };
-        Console {
-            editor,
-            printer,
-            stdin_is_terminal: io::stdin().is_terminal(),
-        }
+        let printer = Printer { inner: Arc::new(Mutex::new(PrinterState { external, open_prompt: None, raw: false })) };
+        Console { editor, printer, stdin_is_terminal: io::stdin().is_terminal() }
     }
 
     /// A printer for other threads.

@@ -97,11 +97,8 @@ struct Window {
 
 impl Window {
     fn open() -> Result<Window, String> {
-        highgui::named_window(
-            WINDOW,
-            highgui::WINDOW_NORMAL | highgui::WINDOW_KEEPRATIO | highgui::WINDOW_GUI_NORMAL,
-        )
-        .map_err(|e| format!("cannot open a window ({e}); try --display terminal"))?;
+        highgui::named_window(WINDOW, highgui::WINDOW_NORMAL | highgui::WINDOW_KEEPRATIO | highgui::WINDOW_GUI_NORMAL)
+            .map_err(|e| format!("cannot open a window ({e}); try --display terminal"))?;
         Ok(Window { title: String::new() })
     }
 
@@ -126,11 +123,8 @@ impl Screen for Window {
             // Fit within 1280×720, keeping the aspect ratio.
             let (w, h) = (picture.cols().max(1), picture.rows().max(1));
             let scale = f64::min(MAX_WINDOW.0 as f64 / w as f64, MAX_WINDOW.1 as f64 / h as f64).min(1.0);
-            let _ = highgui::resize_window(
-                WINDOW,
-                ((w as f64 * scale) as i32).max(1),
-                ((h as f64 * scale) as i32).max(1),
-            );
+            let _ =
+                highgui::resize_window(WINDOW, ((w as f64 * scale) as i32).max(1), ((h as f64 * scale) as i32).max(1));
             self.title = title;
         }
         if highgui::imshow(WINDOW, picture).is_err() {
@@ -167,28 +161,15 @@ struct Terminal {
 
 impl Terminal {
     fn open(printer: Printer) -> Terminal {
-        let size = crossterm::terminal::size()
-            .ok()
-            .filter(|&(c, r)| c >= 10 && r > EVENT_ROWS + 2)
-            .unwrap_or((80, 24));
+        let size = crossterm::terminal::size().ok().filter(|&(c, r)| c >= 10 && r > EVENT_ROWS + 2).unwrap_or((80, 24));
         let (cols, rows) = size;
         // Raw mode: keys arrive one at a time, Ctrl-C too (it stops the playback only).
         let _ = crossterm::terminal::enable_raw_mode();
         printer.set_raw(true);
         // Clear, then confine scrolling to the bottom rows: events printed
         // there never scroll the picture away.
-        printer.write_raw(&format!(
-            "\x1b[2J\x1b[{};{}r\x1b[{};1H",
-            rows - EVENT_ROWS + 1,
-            rows,
-            rows
-        ));
-        Terminal {
-            printer,
-            size: (cols, rows),
-            resized: Mat::default(),
-            buffer: String::new(),
-        }
+        printer.write_raw(&format!("\x1b[2J\x1b[{};{}r\x1b[{};1H", rows - EVENT_ROWS + 1, rows, rows));
+        Terminal { printer, size: (cols, rows), resized: Mat::default(), buffer: String::new() }
     }
 
     fn keys(&mut self) -> Wish {
@@ -214,25 +195,14 @@ impl Screen for Terminal {
         // Two pixels per cell vertically; cells are about twice as tall as wide.
         let scale = f64::min(cols as f64 / w, text_rows * 2.0 / h);
         let (out_w, out_h) = (((w * scale) as i32).max(1), (((h * scale) as i32) & !1).max(2));
-        if resize(
-            picture,
-            &mut self.resized,
-            Size::new(out_w, out_h),
-            0.0,
-            0.0,
-            INTER_AREA,
-        )
-        .is_err()
-        {
+        if resize(picture, &mut self.resized, Size::new(out_w, out_h), 0.0, 0.0, INTER_AREA).is_err() {
             return Wish::Stop;
         }
         let buffer = &mut self.buffer;
         buffer.clear();
         buffer.push_str("\x1b7\x1b[H");
-        let _ = std::fmt::Write::write_fmt(
-            buffer,
-            format_args!("\x1b[0m\x1b[2K{video} — {resolution} (q to stop)\r\n"),
-        );
+        let _ =
+            std::fmt::Write::write_fmt(buffer, format_args!("\x1b[0m\x1b[2K{video} — {resolution} (q to stop)\r\n"));
         let bytes = self.resized.data_bytes().unwrap_or(&[]);
         let stride = out_w as usize * 3;
         for y in (0..out_h as usize).step_by(2) {

@@ -38,15 +38,7 @@ pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, med
             match FrameHeader::decode(&frame.payload) {
                 Ok((header, jpeg)) => {
                     let arrived = Instant::now();
-                    forward(
-                        &session,
-                        &media,
-                        Media::Frame {
-                            header,
-                            jpeg: jpeg.to_vec(),
-                            arrived,
-                        },
-                    );
+                    forward(&session, &media, Media::Frame { header, jpeg: jpeg.to_vec(), arrived });
                 }
                 Err(e) => session.printer.event(&format!("warning: ignored a video frame: {e}")),
             }
@@ -56,41 +48,16 @@ pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, med
             Ok(ServerMessage::Goodbye) => return,
             Ok(ServerMessage::ServerClosing { reason }) => break format!("the server closed: {}", visible(&reason)),
             Ok(ServerMessage::VideoList { videos }) => forward(&session, &media, Media::List(videos)),
-            Ok(ServerMessage::StreamStart {
-                stream,
-                video,
-                fps,
-                frames,
-                ..
-            }) => forward(
-                &session,
-                &media,
-                Media::Start {
-                    stream,
-                    video,
-                    fps,
-                    frames,
-                },
-            ),
-            Ok(ServerMessage::StreamEnd {
-                stream,
-                reason,
-                message,
-                ..
-            }) => forward(
-                &session,
-                &media,
-                Media::End {
-                    stream,
-                    reason,
-                    message,
-                },
-            ),
+            Ok(ServerMessage::StreamStart { stream, video, fps, frames, .. }) => {
+                forward(&session, &media, Media::Start { stream, video, fps, frames })
+            }
+            Ok(ServerMessage::StreamEnd { stream, reason, message, .. }) => {
+                forward(&session, &media, Media::End { stream, reason, message })
+            }
             Ok(message) => handle(&session, message),
-            Err(e) => session.printer.event(&format!(
-                "warning: ignored a message from the server: {}",
-                visible(&e.to_string())
-            )),
+            Err(e) => session
+                .printer
+                .event(&format!("warning: ignored a message from the server: {}", visible(&e.to_string()))),
         }
     };
     if session.quitting.load(Ordering::SeqCst) {
@@ -147,10 +114,7 @@ fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
     let key = match session.peers().key(from) {
         Some(Ok(key)) => key,
         Some(Err(e)) => {
-            return format!(
-                "warning: message from {} not shown: their key is unusable: {e}",
-                visible(from)
-            );
+            return format!("warning: message from {} not shown: their key is unusable: {e}", visible(from));
         }
         None => {
             return format!("warning: message from unknown sender {} not shown", visible(from));
@@ -185,9 +149,6 @@ mod tests {
     #[test]
     fn indents_continuation_lines_and_shows_escapes() {
         assert_eq!(format_message("bob", "hi"), "[bob] hi");
-        assert_eq!(
-            format_message("bob", "one\ntwo\r\n\u{1b}[2J"),
-            "[bob] one\n  two\\r\n  \\x1b[2J"
-        );
+        assert_eq!(format_message("bob", "one\ntwo\r\n\u{1b}[2J"), "[bob] one\n  two\\r\n  \\x1b[2J");
     }
 }

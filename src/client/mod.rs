@@ -168,11 +168,7 @@ pub fn run(config: Config) -> i32 {
     };
 
     println!("Connected to {} as {name}", config.server);
-    let online = peers
-        .names()
-        .iter()
-        .map(|n| visible(n).into_owned())
-        .collect::<Vec<_>>();
+    let online = peers.names().iter().map(|n| visible(n).into_owned()).collect::<Vec<_>>();
     if online.is_empty() {
         println!("online: nobody else yet");
     } else {
@@ -229,11 +225,7 @@ pub fn run(config: Config) -> i32 {
 
 /// The result of a hello.
 enum Joined {
-    Welcome {
-        stream: TcpStream,
-        reader: FrameReader<TcpStream>,
-        peers: Peers,
-    },
+    Welcome { stream: TcpStream, reader: FrameReader<TcpStream>, peers: Peers },
     Refused(String),
 }
 
@@ -249,9 +241,7 @@ fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String>
     let stream = addresses
         .into_iter()
         .find_map(|address| {
-            TcpStream::connect_timeout(&address, Duration::from_secs(5))
-                .map_err(|e| last_error = e)
-                .ok()
+            TcpStream::connect_timeout(&address, Duration::from_secs(5)).map_err(|e| last_error = e).ok()
         })
         .ok_or_else(|| unreachable(&last_error))?;
     let _ = stream.set_nodelay(true);
@@ -259,11 +249,8 @@ fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String>
     let read_half = stream.try_clone().map_err(|e| lost(&e))?;
     let _ = read_half.set_read_timeout(Some(REPLY_TIMEOUT));
     let mut reader = FrameReader::new(read_half, MAX_FRAME_LEN);
-    let hello = ClientMessage::Hello {
-        version: PROTOCOL_VERSION,
-        name: name.into(),
-        public_key: identity.public_pem().into(),
-    };
+    let hello =
+        ClientMessage::Hello { version: PROTOCOL_VERSION, name: name.into(), public_key: identity.public_pem().into() };
     FrameWriter::new(&stream).send(&hello).map_err(|e| lost(&e))?;
     match reader.recv::<ServerMessage>() {
         Ok(ServerMessage::Welcome { peers: list, .. }) => {

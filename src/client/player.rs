@@ -20,24 +20,11 @@ pub(crate) enum Media {
     /// The library listing.
     List(Vec<VideoInfo>),
     /// A stream begins.
-    Start {
-        stream: u32,
-        video: String,
-        fps: f64,
-        frames: u32,
-    },
+    Start { stream: u32, video: String, fps: f64, frames: u32 },
     /// One picture.
-    Frame {
-        header: FrameHeader,
-        jpeg: Vec<u8>,
-        arrived: Instant,
-    },
+    Frame { header: FrameHeader, jpeg: Vec<u8>, arrived: Instant },
     /// A stream ended.
-    End {
-        stream: u32,
-        reason: EndReason,
-        message: Option<String>,
-    },
+    End { stream: u32, reason: EndReason, message: Option<String> },
 }
 
 /// How long to wait for the server before giving up on a reply.
@@ -72,11 +59,7 @@ pub(crate) fn video_flow(
         if answer.is_empty() {
             return Flow::Menu;
         }
-        let by_number = answer
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| videos.get(i));
+        let by_number = answer.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| videos.get(i));
         match by_number.or_else(|| videos.iter().find(|v| v.name == answer)) {
             Some(video) => break video.name.clone(),
             None => println!("No video {}.", visible(&answer)),
@@ -100,9 +83,7 @@ fn request_list(session: &Session, media: &Receiver<Media>) -> Option<Vec<VideoI
     });
     session.expect_media(false);
     if reply.is_none() {
-        session
-            .printer
-            .error("the server did not answer the video list request");
+        session.printer.error("the server did not answer the video list request");
     }
     reply
 }
@@ -161,19 +142,13 @@ impl Stats {
 fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Display, pace: Pace) {
     session.expect_media(true);
     session.set_playing(true);
-    if let Err(e) = session.send(&ClientMessage::Play {
-        video: video.to_string(),
-        pace,
-    }) {
+    if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace }) {
         session.printer.error(&format!("cannot ask for the video: {e}"));
         session.set_playing(false);
         session.expect_media(false);
         return;
     }
-    let mut stats = Stats {
-        video: video.to_string(),
-        ..Stats::default()
-    };
+    let mut stats = Stats { video: video.to_string(), ..Stats::default() };
     let mut screen = None;
     let mut stream = None;
     let mut stop_sent = false;
@@ -183,9 +158,7 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
             Ok(message) => message,
             Err(RecvTimeoutError::Timeout) => {
                 // Keep the window responsive (and `q` working) between frames.
-                let wants_stop = screen
-                    .as_mut()
-                    .is_some_and(|s: &mut Box<dyn display::Screen>| s.poll() == Wish::Stop);
+                let wants_stop = screen.as_mut().is_some_and(|s: &mut Box<dyn display::Screen>| s.poll() == Wish::Stop);
                 if (wants_stop || session.stop_requested()) && !stop_sent {
                     stop_sent = request_stop(session, stream);
                 }
@@ -194,12 +167,7 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
             Err(RecvTimeoutError::Disconnected) => break,
         };
         match message {
-            Media::Start {
-                stream: id,
-                video: name,
-                fps,
-                frames,
-            } => {
+            Media::Start { stream: id, video: name, fps, frames } => {
                 started = true;
                 stream = Some(id);
                 stats.video = name;
@@ -224,9 +192,7 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
                 let wish = match (display::decode(&jpeg), screen.as_mut()) {
                     (Some(picture), Some(screen)) => screen.show(&stats.video, &header.resolution, &picture),
                     (None, _) => {
-                        session
-                            .printer
-                            .event(&format!("warning: frame {} is not a valid JPEG", header.sequence));
+                        session.printer.event(&format!("warning: frame {} is not a valid JPEG", header.sequence));
                         Wish::Continue
                     }
                     (Some(_), None) => Wish::Continue,
@@ -235,11 +201,7 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
                     stop_sent = request_stop(session, stream);
                 }
             }
-            Media::End {
-                stream: id,
-                reason,
-                message,
-            } => {
+            Media::End { stream: id, reason, message } => {
                 if stream.is_some_and(|s| s != id) {
                     continue;
                 }
@@ -290,9 +252,6 @@ mod tests {
         stats.record(&header(1, "240p"), 20, t0 + Duration::from_millis(100));
         // Due at 200 ms, one interval of grace: 350 ms is late.
         stats.record(&header(2, "720p"), 30, t0 + Duration::from_millis(350));
-        assert_eq!(
-            stats.summary(),
-            "summary: video=Video_2 frames=3/3 resolutions=240p,720p fps=5.7 bytes=60 late=1"
-        );
+        assert_eq!(stats.summary(), "summary: video=Video_2 frames=3/3 resolutions=240p,720p fps=5.7 bytes=60 late=1");
     }
 }

@@ -39,9 +39,7 @@ use crate::shared::video::{EndReason, Pace};
 
 /// Serves one connection until it ends. Runs on the connection's own thread.
 pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
-    let peer = stream
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Small frames (chat) must not wait for Nagle's algorithm; a peer that
     // stops reading must not hold its writer forever.
     let _ = stream.set_nodelay(true);
@@ -63,23 +61,8 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
         }
     };
 
-    let reader = FrameReader::new(
-        JoinClock {
-            stream: Arc::clone(&stream),
-            deadline: None,
-        },
-        MAX_HELLO_FRAME_LEN,
-    );
-    let mut handler = Handler {
-        context,
-        outbox,
-        video,
-        playing: None,
-        streams: 0,
-        reader,
-        peer,
-        name: None,
-    };
+    let reader = FrameReader::new(JoinClock { stream: Arc::clone(&stream), deadline: None }, MAX_HELLO_FRAME_LEN);
+    let mut handler = Handler { context, outbox, video, playing: None, streams: 0, reader, peer, name: None };
     let reason = handler.run();
     if let Some(name) = &handler.name {
         handler.context.registry.leave(name, &handler.outbox, reason);
@@ -115,10 +98,7 @@ impl Handler {
             Ok(name) => self.name = Some(name),
             Err(Some(refusal)) => {
                 info!("{}: join refused: {refusal}", self.peer);
-                let _ = self.outbox.send(&ServerMessage::Refused {
-                    code: refusal.code(),
-                    reason: refusal.to_string(),
-                });
+                let _ = self.outbox.send(&ServerMessage::Refused { code: refusal.code(), reason: refusal.to_string() });
                 return LeaveReason::Disconnected;
             }
             Err(None) => return LeaveReason::Disconnected,
@@ -157,19 +137,11 @@ impl Handler {
             Err(RecvError::Frame(FrameError::Io(e)))
                 if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) =>
             {
-                return Err(Some(Refusal::Protocol(format!(
-                    "no hello within {} s",
-                    JOIN_DEADLINE.as_secs()
-                ))));
+                return Err(Some(Refusal::Protocol(format!("no hello within {} s", JOIN_DEADLINE.as_secs()))));
             }
             Err(e) => return Err(Some(Refusal::Protocol(format!("expected a hello: {e}")))),
         };
-        let ClientMessage::Hello {
-            version,
-            name,
-            public_key,
-        } = hello
-        else {
+        let ClientMessage::Hello { version, name, public_key } = hello else {
             return Err(Some(Refusal::Protocol("the first message must be a hello".into())));
         };
         if version != PROTOCOL_VERSION {
@@ -180,10 +152,7 @@ impl Handler {
         // here, on this client's thread, before the registry lock is taken.
         let key = PeerKey::from_pem(&public_key).map_err(|e| Some(e.into()))?;
         let canonical = key.to_pem().map_err(|e| Some(e.into()))?;
-        self.context
-            .registry
-            .join(&name, canonical.into(), &self.outbox)
-            .map_err(Some)?;
+        self.context.registry.join(&name, canonical.into(), &self.outbox).map_err(Some)?;
         // Joined: no more deadline, and frames may now be full size.
         self.reader.get_mut().deadline = None;
         let _ = self.reader.get_mut().stream.set_read_timeout(None);
@@ -210,10 +179,7 @@ impl Handler {
         let videos = match library::scan(&self.context.config.videos) {
             Ok(videos) => videos.iter().map(Video::info).collect(),
             Err(e) => {
-                warn!(
-                    "cannot read the video directory {}: {e}",
-                    self.context.config.videos.display()
-                );
+                warn!("cannot read the video directory {}: {e}", self.context.config.videos.display());
                 self.reply_error("the server cannot read its video directory".into());
                 Vec::new()
             }
@@ -227,23 +193,12 @@ impl Handler {
         self.streams = self.streams.wrapping_add(1).max(1);
         let id = self.streams;
         let refuse = |handler: &Self, message: String| {
-            let end = ServerMessage::StreamEnd {
-                stream: id,
-                reason: EndReason::Error,
-                frames: 0,
-                message: Some(message),
-            };
+            let end =
+                ServerMessage::StreamEnd { stream: id, reason: EndReason::Error, frames: 0, message: Some(message) };
             handler.reply(&end);
         };
-        if self
-            .playing
-            .as_ref()
-            .is_some_and(|p| !p.flags.ended.load(Ordering::SeqCst))
-        {
-            return refuse(
-                self,
-                "a video is already playing on this connection; stop it first".into(),
-            );
+        if self.playing.as_ref().is_some_and(|p| !p.flags.ended.load(Ordering::SeqCst)) {
+            return refuse(self, "a video is already playing on this connection; stop it first".into());
         }
         self.stop_stream(); // reaps a finished one
         let video = match library::find(&self.context.config.videos, &name) {
@@ -254,12 +209,7 @@ impl Handler {
                 return refuse(self, "the server cannot read its video directory".into());
             }
         };
-        let job = Job {
-            id,
-            video,
-            pace,
-            jpeg_quality: i32::from(self.context.config.jpeg_quality),
-        };
+        let job = Job { id, video, pace, jpeg_quality: i32::from(self.context.config.jpeg_quality) };
         let flags = Arc::new(Flags::default());
         let (queue, shared) = (self.video.clone(), Arc::clone(&flags));
         info!("{}: plays {name} (stream {id}, pace {pace:?})", self.describe());

@@ -38,10 +38,7 @@ pub(crate) struct Video {
 impl Video {
     /// How the video is listed to clients.
     pub(crate) fn info(&self) -> VideoInfo {
-        VideoInfo {
-            name: self.name.clone(),
-            resolutions: self.resolutions.iter().map(|r| r.label.clone()).collect(),
-        }
+        VideoInfo { name: self.name.clone(), resolutions: self.resolutions.iter().map(|r| r.label.clone()).collect() }
     }
 }
 
@@ -49,12 +46,7 @@ impl Video {
 pub(crate) fn scan(dir: &Path) -> io::Result<Vec<Video>> {
     let mut files: Vec<(String, PathBuf)> = fs::read_dir(dir)?
         .flatten()
-        .filter(|entry| {
-            entry
-                .file_type()
-                .map(|t| t.is_file() || t.is_symlink())
-                .unwrap_or(false)
-        })
+        .filter(|entry| entry.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false))
         .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
         .collect();
     files.sort();
@@ -74,23 +66,13 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Vec<Video>> {
                 }
             },
         };
-        let resolution = Resolution {
-            label: format!("{height}p"),
-            height,
-            path,
-        };
+        let resolution = Resolution { label: format!("{height}p"), height, path };
         match videos.iter_mut().find(|v| v.name == name) {
             Some(video) if video.resolutions.iter().any(|r| r.height == height) => {
-                warn!(
-                    "{}: a second {height}p file for {name}, skipped",
-                    resolution.path.display()
-                );
+                warn!("{}: a second {height}p file for {name}, skipped", resolution.path.display());
             }
             Some(video) => video.resolutions.push(resolution),
-            None => videos.push(Video {
-                name: name.to_string(),
-                resolutions: vec![resolution],
-            }),
+            None => videos.push(Video { name: name.to_string(), resolutions: vec![resolution] }),
         }
     }
     for video in &mut videos {

@@ -96,10 +96,7 @@ impl Shutdown {
             IpAddr::V6(ip) if ip.is_unspecified() => wake.set_ip(Ipv6Addr::LOCALHOST.into()),
             _ => {}
         }
-        Ok(Shutdown {
-            requested: Arc::new(AtomicBool::new(false)),
-            wake,
-        })
+        Ok(Shutdown { requested: Arc::new(AtomicBool::new(false)), wake })
     }
 
     /// Asks the server to stop. Returns at once; [`run`] returns when every
@@ -119,15 +116,8 @@ impl Shutdown {
 /// wakes and joins every thread, and returns.
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
     let limit = config.max_clients + MAX_PENDING_JOINS;
-    let context = Arc::new(Context {
-        registry: Registry::new(config.max_clients),
-        config,
-    });
-    info!(
-        "listening on {} (relay: {:?})",
-        listener.local_addr()?,
-        context.config.relay
-    );
+    let context = Arc::new(Context { registry: Registry::new(config.max_clients), config });
+    info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
 
     // Each live connection: its thread and a handle on its socket, so that
     // shutdown can wake a thread blocked in read.

@@ -107,11 +107,8 @@ impl Outgoing {
         match self {
             Outgoing::Frame(bytes) => Ok(Arc::clone(bytes)),
             Outgoing::Welcome { name, peers } => {
-                let welcome = ServerMessage::Welcome {
-                    version: PROTOCOL_VERSION,
-                    name: name.to_string(),
-                    peers: peers.clone(),
-                };
+                let welcome =
+                    ServerMessage::Welcome { version: PROTOCOL_VERSION, name: name.to_string(), peers: peers.clone() };
                 Ok(encode(&welcome)?.into())
             }
         }
@@ -164,15 +161,7 @@ impl Outbox {
     pub(crate) fn new(id: u64, stream: Arc<TcpStream>) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = crossbeam_channel::bounded(OUTBOX_MESSAGES);
         let queued = Arc::new(AtomicUsize::new(0));
-        (
-            Outbox {
-                id,
-                tx,
-                queued: Arc::clone(&queued),
-                stream,
-            },
-            OutboxReceiver { rx, queued },
-        )
+        (Outbox { id, tx, queued: Arc::clone(&queued), stream }, OutboxReceiver { rx, queued })
     }
 
     /// Queues an item without blocking.
@@ -234,10 +223,7 @@ pub(crate) struct Registry {
 impl Registry {
     /// An empty registry admitting at most `max_clients`.
     pub(crate) fn new(max_clients: usize) -> Registry {
-        Registry {
-            state: Mutex::new(State::default()),
-            max_clients,
-        }
+        Registry { state: Mutex::new(State::default()), max_clients }
     }
 
     /// Takes the lock. No code panics while holding it, but if one ever
@@ -251,11 +237,9 @@ impl Registry {
     /// else only the newcomer's entry, so a join costs O(clients).
     pub(crate) fn join(&self, name: &str, public_key: Arc<str>, outbox: &Outbox) -> Result<usize, Refusal> {
         let name: Arc<str> = name.into();
-        let announcement = encode(&ServerMessage::PeerJoined {
-            name: Arc::clone(&name),
-            public_key: Arc::clone(&public_key),
-        })
-        .map_err(|e| Refusal::Protocol(e.to_string()))?;
+        let announcement =
+            encode(&ServerMessage::PeerJoined { name: Arc::clone(&name), public_key: Arc::clone(&public_key) })
+                .map_err(|e| Refusal::Protocol(e.to_string()))?;
         let announcement: Arc<[u8]> = announcement.into();
         let mut overflowed = Vec::new();
         let count = {
@@ -272,18 +256,9 @@ impl Registry {
             let peers = state
                 .members
                 .iter()
-                .map(|(name, member)| Peer {
-                    name: Arc::clone(name),
-                    public_key: Arc::clone(&member.public_key),
-                })
+                .map(|(name, member)| Peer { name: Arc::clone(name), public_key: Arc::clone(&member.public_key) })
                 .collect();
-            if outbox
-                .push(Outgoing::Welcome {
-                    name: Arc::clone(&name),
-                    peers,
-                })
-                .is_err()
-            {
+            if outbox.push(Outgoing::Welcome { name: Arc::clone(&name), peers }).is_err() {
                 return Err(Refusal::Protocol("cannot queue the welcome".into()));
             }
             for member in state.members.values() {
@@ -291,13 +266,7 @@ impl Registry {
                     overflowed.push(member.outbox.clone());
                 }
             }
-            state.members.insert(
-                Arc::clone(&name),
-                Member {
-                    public_key,
-                    outbox: outbox.clone(),
-                },
-            );
+            state.members.insert(Arc::clone(&name), Member { public_key, outbox: outbox.clone() });
             state.members.len()
         };
         kick_all(&overflowed);
@@ -308,10 +277,7 @@ impl Registry {
     /// Removes the client of connection `outbox` and tells everyone else. Does
     /// nothing if that connection is not (or no longer) the one under `name`.
     pub(crate) fn leave(&self, name: &str, outbox: &Outbox, reason: LeaveReason) {
-        let notice = match encode(&ServerMessage::PeerLeft {
-            name: name.into(),
-            reason,
-        }) {
+        let notice = match encode(&ServerMessage::PeerLeft { name: name.into(), reason }) {
             Ok(bytes) => Arc::<[u8]>::from(bytes),
             Err(_) => return,
         };
@@ -339,11 +305,7 @@ impl Registry {
     /// addressee only ([`RelayMode::Direct`]). Returns how many received it.
     pub(crate) fn relay(&self, from: &str, envelope: Envelope, mode: RelayMode) -> Result<usize, RelayError> {
         let to = envelope.to.clone();
-        let frame: Arc<[u8]> = encode(&ServerMessage::Sealed {
-            from: from.into(),
-            envelope,
-        })?
-        .into();
+        let frame: Arc<[u8]> = encode(&ServerMessage::Sealed { from: from.into(), envelope })?.into();
         let mut overflowed = Vec::new();
         let mut delivered = 0;
         {
@@ -360,11 +322,9 @@ impl Registry {
             };
             match mode {
                 RelayMode::Direct => state.members.get(to.as_str()).into_iter().for_each(&mut deliver),
-                RelayMode::Broadcast => state
-                    .members
-                    .iter()
-                    .filter(|(name, _)| name.as_ref() != from)
-                    .for_each(|(_, m)| deliver(m)),
+                RelayMode::Broadcast => {
+                    state.members.iter().filter(|(name, _)| name.as_ref() != from).for_each(|(_, m)| deliver(m))
+                }
             }
         }
         kick_all(&overflowed);

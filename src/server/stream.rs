@@ -72,16 +72,9 @@ struct Ended {
 /// Runs one playback to its end and queues the end message.
 pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
     let ended = stream(&job, &queue, &flags.stop);
-    info!(
-        "stream {} of {}: {:?} after {} frame(s)",
-        job.id, job.video.name, ended.reason, ended.frames
-    );
-    let end = ServerMessage::StreamEnd {
-        stream: job.id,
-        reason: ended.reason,
-        frames: ended.frames,
-        message: ended.message,
-    };
+    info!("stream {} of {}: {:?} after {} frame(s)", job.id, job.video.name, ended.reason, ended.frames);
+    let end =
+        ServerMessage::StreamEnd { stream: job.id, reason: ended.reason, frames: ended.frames, message: ended.message };
     flags.ended.store(true, Ordering::SeqCst);
     if let Ok(bytes) = encode(&end) {
         // Blocks at most until the writer drains a frame or gives up on the socket.
@@ -90,11 +83,7 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
 }
 
 fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
-    let failed = |frames: u32, message: String| Ended {
-        reason: EndReason::Error,
-        frames,
-        message: Some(message),
-    };
+    let failed = |frames: u32, message: String| Ended { reason: EndReason::Error, frames, message: Some(message) };
     let (mut captures, counts, fps) = match open(&job.video) {
         Ok(opened) => opened,
         Err(message) => return failed(0, message),
@@ -108,37 +97,17 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     // resolution mid-stream costs no decoding from the previous keyframe.
     for &(i, first, _) in &parts {
         if first > 0 && !captures[i].set(CAP_PROP_POS_FRAMES, f64::from(first)).unwrap_or(false) {
-            return failed(
-                0,
-                format!(
-                    "cannot seek to frame {first} of {}",
-                    file_name(&job.video.resolutions[i].path)
-                ),
-            );
+            return failed(0, format!("cannot seek to frame {first} of {}", file_name(&job.video.resolutions[i].path)));
         }
     }
     let plan = parts
         .iter()
-        .map(|&(i, first, last)| PlanPart {
-            resolution: job.video.resolutions[i].label.clone(),
-            first,
-            last,
-        })
+        .map(|&(i, first, last)| PlanPart { resolution: job.video.resolutions[i].label.clone(), first, last })
         .collect();
-    let start = ServerMessage::StreamStart {
-        stream: job.id,
-        video: job.video.name.clone(),
-        fps,
-        frames: total,
-        plan,
-    };
+    let start = ServerMessage::StreamStart { stream: job.id, video: job.video.name.clone(), fps, frames: total, plan };
     let delivered = encode(&start).is_ok_and(|bytes| queue.send(VideoItem::Control(bytes.into())).is_ok());
     if !delivered {
-        return Ended {
-            reason: EndReason::Stopped,
-            frames: 0,
-            message: None,
-        };
+        return Ended { reason: EndReason::Stopped, frames: 0, message: None };
     }
 
     let params = Vector::<i32>::from_slice(&[IMWRITE_JPEG_QUALITY, job.jpeg_quality]);
@@ -152,11 +121,7 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
         let capture = &mut captures[i];
         for index in first..=last {
             if stop.load(Ordering::Relaxed) {
-                return Ended {
-                    reason: EndReason::Stopped,
-                    frames: sent,
-                    message: None,
-                };
+                return Ended { reason: EndReason::Stopped, frames: sent, message: None };
             }
             match capture.read(&mut picture) {
                 Ok(true) if !picture.empty() => {}
@@ -182,21 +147,13 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
                 }
             }
             if !deliver(queue, item, stop) {
-                return Ended {
-                    reason: EndReason::Stopped,
-                    frames: sent,
-                    message: None,
-                };
+                return Ended { reason: EndReason::Stopped, frames: sent, message: None };
             }
             sent += 1;
         }
     }
     debug!("stream {} finished in {:?}", job.id, started.elapsed());
-    Ended {
-        reason: EndReason::Finished,
-        frames: sent,
-        message: None,
-    }
+    Ended { reason: EndReason::Finished, frames: sent, message: None }
 }
 
 /// Opens every resolution; returns the captures, their frame counts and the fps.
@@ -211,11 +168,7 @@ fn open(video: &Video) -> Result<(Vec<VideoCapture>, Vec<u32>, f64), String> {
             return Err(format!("cannot open {file}: not a video OpenCV can read"));
         }
         let count = capture.get(CAP_PROP_FRAME_COUNT).unwrap_or(0.0);
-        counts.push(if count.is_finite() && count > 0.0 {
-            count.min(f64::from(u32::MAX)) as u32
-        } else {
-            0
-        });
+        counts.push(if count.is_finite() && count > 0.0 { count.min(f64::from(u32::MAX)) as u32 } else { 0 });
         captures.push(capture);
     }
     // The lowest resolution sets the pace.
@@ -229,9 +182,7 @@ fn open(video: &Video) -> Result<(Vec<VideoCapture>, Vec<u32>, f64), String> {
 
 /// A file's name without its directory: error messages never reveal the server's paths.
 fn file_name(path: &std::path::Path) -> String {
-    path.file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Builds the queued picture: the frame header (length, kind 1), the video
@@ -241,14 +192,9 @@ fn frame_item(header: &FrameHeader, jpeg: &[u8]) -> Option<VideoItem> {
     head.extend_from_slice(&[0; 4]);
     head.push(FrameKind::Video as u8);
     header.encode_into(&mut head);
-    let length = u32::try_from(head.len() - 4 + jpeg.len())
-        .ok()
-        .filter(|&l| l <= MAX_FRAME_LEN)?;
+    let length = u32::try_from(head.len() - 4 + jpeg.len()).ok().filter(|&l| l <= MAX_FRAME_LEN)?;
     head[..4].copy_from_slice(&length.to_be_bytes());
-    Some(VideoItem::Frame {
-        head,
-        jpeg: jpeg.into(),
-    })
+    Some(VideoItem::Frame { head, jpeg: jpeg.into() })
 }
 
 /// Queues a picture, waiting while the viewer's queue is full but giving up

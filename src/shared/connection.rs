@@ -35,10 +35,7 @@ pub struct FrameReader<R: Read> {
 impl<R: Read> FrameReader<R> {
     /// Wraps `inner`, refusing frames longer than `max_len`.
     pub fn new(inner: R, max_len: u32) -> Self {
-        FrameReader {
-            inner: BufReader::new(inner),
-            max_len,
-        }
+        FrameReader { inner: BufReader::new(inner), max_len }
     }
 
     /// Changes the frame limit (the server raises it once a client has joined).
@@ -71,9 +68,7 @@ pub struct FrameWriter<W: Write> {
 impl<W: Write> FrameWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        FrameWriter {
-            inner: BufWriter::new(inner),
-        }
+        FrameWriter { inner: BufWriter::new(inner) }
     }
 
     /// Encodes, writes and flushes one control message.

@@ -118,10 +118,7 @@ impl PeerKey {
             return Err(CryptoError::KeySize { bits });
         }
         let der = key.to_public_key_der().map_err(|_| CryptoError::NotAKey)?;
-        Ok(PeerKey {
-            fingerprint: Fingerprint::of_der(der.as_bytes()),
-            key,
-        })
+        Ok(PeerKey { fingerprint: Fingerprint::of_der(der.as_bytes()), key })
     }
 
     /// The key's fingerprint.
@@ -131,9 +128,7 @@ impl PeerKey {
 
     /// The key in canonical PEM (LF line endings), whatever form it came in.
     pub fn to_pem(&self) -> Result<String, CryptoError> {
-        self.key
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|_| CryptoError::NotAKey)
+        self.key.to_public_key_pem(LineEnding::LF).map_err(|_| CryptoError::NotAKey)
     }
 }
 
@@ -153,10 +148,7 @@ impl Identity {
     /// Loads the PKCS#8 PEM private key at `path`, or creates one there (mode
     /// 0600 on Unix) when the file does not exist. Returns whether it was created.
     pub fn load_or_create(path: &Path) -> Result<(Identity, bool), CryptoError> {
-        let file_error = |reason: String| CryptoError::IdentityFile {
-            path: path.display().to_string(),
-            reason,
-        };
+        let file_error = |reason: String| CryptoError::IdentityFile { path: path.display().to_string(), reason };
         match fs::read_to_string(path) {
             Ok(pem) => {
                 let key = PrivateKey::from_pkcs8_pem(pem.trim())
@@ -165,10 +157,7 @@ impl Identity {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let identity = Identity::generate()?;
-                let pem = identity
-                    .key
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(|e| file_error(e.to_string()))?;
+                let pem = identity.key.to_pkcs8_pem(LineEnding::LF).map_err(|e| file_error(e.to_string()))?;
                 write_private(path, pem.as_bytes()).map_err(|e| file_error(e.to_string()))?;
                 Ok((identity, true))
             }
@@ -177,16 +166,9 @@ impl Identity {
     }
 
     fn from_private(key: PrivateKey) -> Result<Identity, CryptoError> {
-        let public_pem = key
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|_| CryptoError::NotAKey)?;
+        let public_pem = key.to_public_key().to_public_key_pem(LineEnding::LF).map_err(|_| CryptoError::NotAKey)?;
         let public = PeerKey::from_pem(&public_pem)?;
-        Ok(Identity {
-            key,
-            public,
-            public_pem,
-        })
+        Ok(Identity { key, public, public_pem })
     }
 
     /// Our public key, PEM SubjectPublicKeyInfo, as sent in the hello.
@@ -218,13 +200,7 @@ impl Identity {
         let nonce = Nonce::generate();
         let aad = associated_data(from, &envelope);
         envelope.ciphertext = Aes256Gcm::new(&aes_key)
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: text.as_bytes(),
-                    aad: &aad,
-                },
-            )
+            .encrypt(&nonce, Payload { msg: text.as_bytes(), aad: &aad })
             .map_err(|_| CryptoError::Undecryptable)?;
         envelope.nonce = nonce.to_vec();
         envelope.wrapped_key = recipient.key.oaep_encrypt::<Sha256>(aes_key.as_slice())?;
@@ -240,21 +216,12 @@ impl Identity {
             .key
             .pss_verify::<Sha256>(&signed_bytes(from, envelope), &envelope.signature)
             .map_err(|_| CryptoError::BadSignature(from.to_string()))?;
-        let aes_key = self
-            .key
-            .oaep_decrypt::<Sha256>(&envelope.wrapped_key)
-            .map_err(|_| CryptoError::Undecryptable)?;
+        let aes_key = self.key.oaep_decrypt::<Sha256>(&envelope.wrapped_key).map_err(|_| CryptoError::Undecryptable)?;
         let key = Key::<Aes256Gcm>::try_from(aes_key.as_slice()).map_err(|_| CryptoError::Undecryptable)?;
         let nonce = Nonce::try_from(envelope.nonce.as_slice()).map_err(|_| CryptoError::Undecryptable)?;
         let aad = associated_data(from, envelope);
         let plain = Aes256Gcm::new(&key)
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &envelope.ciphertext,
-                    aad: &aad,
-                },
-            )
+            .decrypt(&nonce, Payload { msg: &envelope.ciphertext, aad: &aad })
             .map_err(|_| CryptoError::Undecryptable)?;
         String::from_utf8(plain).map_err(|_| CryptoError::NotUtf8)
     }
@@ -262,10 +229,7 @@ impl Identity {
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The envelope's header, bound to the ciphertext as AES-GCM associated data.
@@ -325,10 +289,7 @@ mod tests {
         let envelope = alice.seal("alice", "bob", &bob_key, &text).unwrap();
         assert!(envelope.check_limits().is_ok());
         assert_eq!(bob.open("alice", &alice_key, &envelope).unwrap(), text);
-        assert!(matches!(
-            carol.open("alice", &alice_key, &envelope),
-            Err(CryptoError::Undecryptable)
-        ));
+        assert!(matches!(carol.open("alice", &alice_key, &envelope), Err(CryptoError::Undecryptable)));
     }
 
     #[test]
@@ -341,21 +302,12 @@ mod tests {
 
         let mut flipped = envelope.clone();
         flipped.ciphertext[0] ^= 1;
-        assert!(matches!(
-            bob.open("alice", &alice_key, &flipped),
-            Err(CryptoError::BadSignature(_))
-        ));
+        assert!(matches!(bob.open("alice", &alice_key, &flipped), Err(CryptoError::BadSignature(_))));
         let mut later = envelope.clone();
         later.sent_at += 1;
-        assert!(matches!(
-            bob.open("alice", &alice_key, &later),
-            Err(CryptoError::BadSignature(_))
-        ));
+        assert!(matches!(bob.open("alice", &alice_key, &later), Err(CryptoError::BadSignature(_))));
         // A server that relabels the sender: carol's key does not verify alice's signature.
-        assert!(matches!(
-            bob.open("carol", &carol_key, &envelope),
-            Err(CryptoError::BadSignature(_))
-        ));
+        assert!(matches!(bob.open("carol", &carol_key, &envelope), Err(CryptoError::BadSignature(_))));
     }
 
     #[test]
@@ -363,16 +315,10 @@ mod tests {
         let [alice, bob, _] = identities();
         let bob_key = PeerKey::from_pem(bob.public_pem()).unwrap();
         let big = "x".repeat(MAX_PLAINTEXT_BYTES + 1);
-        assert!(matches!(
-            alice.seal("alice", "bob", &bob_key, &big),
-            Err(CryptoError::TooLong { .. })
-        ));
+        assert!(matches!(alice.seal("alice", "bob", &bob_key, &big), Err(CryptoError::TooLong { .. })));
         let small = PrivateKey::new(&mut rand::rng(), 1024).unwrap();
         let small_pem = small.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
-        assert!(matches!(
-            PeerKey::from_pem(&small_pem),
-            Err(CryptoError::KeySize { bits: 1024 })
-        ));
+        assert!(matches!(PeerKey::from_pem(&small_pem), Err(CryptoError::KeySize { bits: 1024 })));
         assert!(matches!(
             PeerKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"),
             Err(CryptoError::NotAKey)
@@ -384,11 +330,7 @@ mod tests {
         let text = identities()[0].fingerprint().to_string();
         let groups: Vec<&str> = text.split(' ').collect();
         assert_eq!(groups.len(), 16);
-        assert!(
-            groups
-                .iter()
-                .all(|g| g.len() == 4 && g.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')))
-        );
+        assert!(groups.iter().all(|g| g.len() == 4 && g.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))));
     }
 
     #[test]
@@ -408,10 +350,7 @@ mod tests {
             assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         fs::write(&path, "garbage").unwrap();
-        assert!(matches!(
-            Identity::load_or_create(&path),
-            Err(CryptoError::IdentityFile { .. })
-        ));
+        assert!(matches!(Identity::load_or_create(&path), Err(CryptoError::IdentityFile { .. })));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -135,10 +135,7 @@ pub fn write_frame(writer: &mut impl Write, kind: FrameKind, payload: &[u8]) -> 
 fn frame_len(payload_len: usize) -> Result<u32, FrameError> {
     match u32::try_from(payload_len + 1) {
         Ok(len) if len <= MAX_FRAME_LEN => Ok(len),
-        _ => Err(FrameError::TooLong {
-            size: u32::try_from(payload_len + 1).unwrap_or(u32::MAX),
-            max: MAX_FRAME_LEN,
-        }),
+        _ => Err(FrameError::TooLong { size: u32::try_from(payload_len + 1).unwrap_or(u32::MAX), max: MAX_FRAME_LEN }),
     }
 }
 
@@ -162,16 +159,10 @@ mod tests {
         bytes.extend(encode_frame(FrameKind::Video, &[0xff; 300]).unwrap());
         let mut cursor = Cursor::new(bytes);
         let first = read_frame(&mut cursor, MAX_FRAME_LEN).unwrap();
-        assert_eq!(
-            (first.kind, first.payload.as_slice()),
-            (FrameKind::Control, &b"hello"[..])
-        );
+        assert_eq!((first.kind, first.payload.as_slice()), (FrameKind::Control, &b"hello"[..]));
         let second = read_frame(&mut cursor, MAX_FRAME_LEN).unwrap();
         assert_eq!((second.kind, second.payload.len()), (FrameKind::Video, 300));
-        assert!(matches!(
-            read_frame(&mut cursor, MAX_FRAME_LEN),
-            Err(FrameError::Closed)
-        ));
+        assert!(matches!(read_frame(&mut cursor, MAX_FRAME_LEN), Err(FrameError::Closed)));
     }
 
     #[test]
@@ -197,10 +188,7 @@ mod tests {
 
     #[test]
     fn rejects_empty_unknown_and_truncated_frames() {
-        assert!(matches!(
-            read_frame(&mut Cursor::new(vec![0, 0, 0, 0]), 99),
-            Err(FrameError::Empty)
-        ));
+        assert!(matches!(read_frame(&mut Cursor::new(vec![0, 0, 0, 0]), 99), Err(FrameError::Empty)));
         let unknown = read_frame(&mut Cursor::new(vec![0, 0, 0, 1, 9]), 99);
         assert!(matches!(unknown, Err(FrameError::UnknownKind(9))));
         let truncated = read_frame(&mut Cursor::new(vec![0, 0, 0, 9, 0, 1, 2]), 99);

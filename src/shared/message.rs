@@ -241,9 +241,7 @@ impl Envelope {
             return invalid(format!("recipient: {e}"));
         }
         if self.wrapped_key.len() > max_rsa_bytes || self.signature.len() > max_rsa_bytes {
-            return invalid(format!(
-                "wrapped key and signature must be at most {max_rsa_bytes} bytes"
-            ));
+            return invalid(format!("wrapped key and signature must be at most {max_rsa_bytes} bytes"));
         }
         if self.nonce.len() != 12 {
             return invalid(format!("nonce must be 12 bytes, got {}", self.nonce.len()));
@@ -308,53 +306,25 @@ mod tests {
     use super::*;
 
     fn frame(json: &str) -> Frame {
-        Frame {
-            kind: FrameKind::Control,
-            payload: json.as_bytes().to_vec(),
-        }
+        Frame { kind: FrameKind::Control, payload: json.as_bytes().to_vec() }
     }
 
     #[test]
     fn hello_has_the_documented_shape() {
-        let hello = ClientMessage::Hello {
-            version: 1,
-            name: "alice".into(),
-            public_key: "PEM".into(),
-        };
+        let hello = ClientMessage::Hello { version: 1, name: "alice".into(), public_key: "PEM".into() };
         let json = serde_json::to_string(&hello).unwrap();
-        assert_eq!(
-            json,
-            r#"{"type":"hello","version":1,"name":"alice","public_key":"PEM"}"#
-        );
+        assert_eq!(json, r#"{"type":"hello","version":1,"name":"alice","public_key":"PEM"}"#);
         assert_eq!(decode::<ClientMessage>(&frame(&json)).unwrap(), hello);
-        assert_eq!(
-            decode::<ClientMessage>(&frame(r#"{"type":"quit"}"#)).unwrap(),
-            ClientMessage::Quit
-        );
+        assert_eq!(decode::<ClientMessage>(&frame(r#"{"type":"quit"}"#)).unwrap(), ClientMessage::Quit);
     }
 
     #[test]
     fn rejects_unknown_types_wrong_shapes_and_binary_frames() {
-        for bad in [
-            r#"{"type":"launch"}"#,
-            r#"{"type":"hello"}"#,
-            "[1,2]",
-            "not json",
-            r#"{"type":7}"#,
-        ] {
-            assert!(
-                matches!(decode::<ClientMessage>(&frame(bad)), Err(MessageError::Malformed(_))),
-                "{bad}"
-            );
+        for bad in [r#"{"type":"launch"}"#, r#"{"type":"hello"}"#, "[1,2]", "not json", r#"{"type":7}"#] {
+            assert!(matches!(decode::<ClientMessage>(&frame(bad)), Err(MessageError::Malformed(_))), "{bad}");
         }
-        let binary = Frame {
-            kind: FrameKind::Video,
-            payload: b"{}".to_vec(),
-        };
-        assert!(matches!(
-            decode::<ClientMessage>(&binary),
-            Err(MessageError::UnexpectedKind(FrameKind::Video))
-        ));
+        let binary = Frame { kind: FrameKind::Video, payload: b"{}".to_vec() };
+        assert!(matches!(decode::<ClientMessage>(&binary), Err(MessageError::UnexpectedKind(FrameKind::Video))));
     }
 
     #[test]

@@ -36,10 +36,7 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     // Count at most one past the limit: a megabyte-long name costs nothing.
     let chars = name.chars().take(MAX_NAME_CHARS + 1).count();
     if chars > MAX_NAME_CHARS {
-        return Err(NameError::TooLong {
-            chars: name.chars().count(),
-            max: MAX_NAME_CHARS,
-        });
+        return Err(NameError::TooLong { chars: name.chars().count(), max: MAX_NAME_CHARS });
     }
     if let Some(c) = name.chars().find(|&c| is_control_or_format(c)) {
         return Err(NameError::ForbiddenChar(c as u32));
@@ -67,15 +64,7 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names_of_any_script() {
-        for ok in [
-            "alice",
-            "Bob",
-            "Ünïcødé",
-            "李雷",
-            "a",
-            "x".repeat(32).as_str(),
-            "two words",
-        ] {
+        for ok in ["alice", "Bob", "Ünïcødé", "李雷", "a", "x".repeat(32).as_str(), "two words"] {
             assert_eq!(validate_name(ok), Ok(()), "{ok}");
         }
     }
@@ -83,10 +72,7 @@ mod tests {
     #[test]
     fn refuses_each_broken_rule() {
         assert_eq!(validate_name(""), Err(NameError::Empty));
-        assert_eq!(
-            validate_name(&"x".repeat(33)),
-            Err(NameError::TooLong { chars: 33, max: 32 })
-        );
+        assert_eq!(validate_name(&"x".repeat(33)), Err(NameError::TooLong { chars: 33, max: 32 }));
         assert_eq!(validate_name("bo\nb"), Err(NameError::ForbiddenChar(0x0A)));
         assert_eq!(validate_name("\u{1b}[31mred"), Err(NameError::ForbiddenChar(0x1B)));
         assert_eq!(validate_name("bob\u{202E}"), Err(NameError::ForbiddenChar(0x202E)));

@@ -128,15 +128,7 @@ impl FrameHeader {
         let label_len = fixed[16] as usize;
         let label = payload.get(17..17 + label_len).ok_or(BadFrameHeader)?;
         let resolution = String::from_utf8_lossy(label).into_owned();
-        Ok((
-            FrameHeader {
-                stream,
-                sequence,
-                pts_micros,
-                resolution,
-            },
-            &payload[17 + label_len..],
-        ))
+        Ok((FrameHeader { stream, sequence, pts_micros, resolution }, &payload[17 + label_len..]))
     }
 }
 
@@ -166,12 +158,7 @@ mod tests {
 
     #[test]
     fn frame_header_round_trips() {
-        let header = FrameHeader {
-            stream: 7,
-            sequence: 299,
-            pts_micros: 9_966_666,
-            resolution: "1440p".into(),
-        };
+        let header = FrameHeader { stream: 7, sequence: 299, pts_micros: 9_966_666, resolution: "1440p".into() };
         let mut bytes = Vec::new();
         header.encode_into(&mut bytes);
         assert_eq!(&bytes[..8], &[0, 0, 0, 7, 0, 0, 1, 43]);
@@ -179,6 +166,6 @@ mod tests {
         let (decoded, rest) = FrameHeader::decode(&bytes).unwrap();
         assert_eq!((decoded, rest), (header, &b"JPEG"[..]));
         assert!(FrameHeader::decode(&bytes[..10]).is_err());
-        assert!(FrameHeader::decode(&[0; 17].iter().copied().chain([9]).collect::<Vec<_>>()).is_err());
+        assert!(FrameHeader::decode(&[0; 16].iter().copied().chain([9, b'x']).collect::<Vec<_>>()).is_err());
     }
 }

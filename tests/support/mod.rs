@@ -42,11 +42,7 @@ impl TestServer {
         let shutdown = Shutdown::new(&listener).expect("shutdown handle");
         let handle = shutdown.clone();
         let thread = thread::spawn(move || server::run(listener, config, handle));
-        TestServer {
-            addr,
-            shutdown,
-            thread: Some(thread),
-        }
+        TestServer { addr, shutdown, thread: Some(thread) }
     }
 
     pub fn with_defaults() -> TestServer {
@@ -127,24 +123,11 @@ impl TestClient {
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         let (sent, received) = (Log::default(), Log::default());
         let reader = FrameReader::new(
-            Recorder {
-                stream: stream.try_clone().unwrap(),
-                log: Arc::clone(&received),
-            },
+            Recorder { stream: stream.try_clone().unwrap(), log: Arc::clone(&received) },
             MAX_FRAME_LEN,
         );
-        let writer = FrameWriter::new(Recorder {
-            stream: stream.try_clone().unwrap(),
-            log: Arc::clone(&sent),
-        });
-        TestClient {
-            name: String::new(),
-            stream,
-            reader,
-            writer,
-            sent,
-            received,
-        }
+        let writer = FrameWriter::new(Recorder { stream: stream.try_clone().unwrap(), log: Arc::clone(&sent) });
+        TestClient { name: String::new(), stream, reader, writer, sent, received }
     }
 
     /// Connects and says hello with `key`'s public half; returns the first reply.
@@ -208,11 +191,7 @@ impl TestClient {
             if wanted(&message) {
                 return message;
             }
-            assert!(
-                started.elapsed() < TIMEOUT,
-                "{}: no {what} within {TIMEOUT:?}",
-                self.name
-            );
+            assert!(started.elapsed() < TIMEOUT, "{}: no {what} within {TIMEOUT:?}", self.name);
         }
         panic!("{}: no {what} within 1000 messages", self.name);
     }
@@ -255,9 +234,13 @@ pub enum Stream {
 impl Process {
     /// Starts `ciphercast ARGS…` with piped stdin, stdout and stderr.
     pub fn start(args: &[&str]) -> Process {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ciphercast"))
-            .args(args)
+        Process::start_command(std::process::Command::new(env!("CARGO_BIN_EXE_ciphercast")).args(args))
+    }
+
+    /// Starts any command with piped stdin, stdout and stderr.
+    pub fn start_command(command: &mut std::process::Command) -> Process {
+        use std::process::Stdio;
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -267,10 +250,7 @@ impl Process {
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
-        for (which, pipe) in [
-            (Stream::Out, Box::new(out) as Box<dyn Read + Send>),
-            (Stream::Err, Box::new(err)),
-        ] {
+        for (which, pipe) in [(Stream::Out, Box::new(out) as Box<dyn Read + Send>), (Stream::Err, Box::new(err))] {
             let tx = tx.clone();
             thread::spawn(move || {
                 use std::io::BufRead;
@@ -283,13 +263,7 @@ impl Process {
             });
         }
         let stdin = child.stdin.take();
-        Process {
-            child,
-            stdin,
-            lines,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        }
+        Process { child, stdin, lines, stdout: Vec::new(), stderr: Vec::new() }
     }
 
     /// Types `text` into the client's stdin.
@@ -316,11 +290,7 @@ impl Process {
     pub fn wait_for(&mut self, which: Stream, text: &str) -> String {
         let deadline = Instant::now() + TIMEOUT;
         let seen = |lines: &Vec<String>| lines.iter().find(|l| l.contains(text)).cloned();
-        if let Some(line) = seen(if which == Stream::Out {
-            &self.stdout
-        } else {
-            &self.stderr
-        }) {
+        if let Some(line) = seen(if which == Stream::Out { &self.stdout } else { &self.stderr }) {
             return line;
         }
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -334,10 +304,7 @@ impl Process {
                 Err(_) => break,
             }
         }
-        panic!(
-            "no {which:?} line containing {text:?}\nstdout: {:#?}\nstderr: {:#?}",
-            self.stdout, self.stderr
-        );
+        panic!("no {which:?} line containing {text:?}\nstdout: {:#?}\nstderr: {:#?}", self.stdout, self.stderr);
     }
 
     /// Waits (bounded) for the process to exit and collects the rest of its output.
@@ -350,10 +317,7 @@ impl Process {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!(
-                    "process did not exit\nstdout: {:#?}\nstderr: {:#?}",
-                    self.stdout, self.stderr
-                );
+                panic!("process did not exit\nstdout: {:#?}\nstderr: {:#?}", self.stdout, self.stderr);
             }
             thread::sleep(Duration::from_millis(20));
         };

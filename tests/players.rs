@@ -1,0 +1,89 @@
+//! The players as a person sees them: a real OpenCV window under Xvfb, and
+//! the terminal renderer under a pseudo-terminal. In CI (`CI` set) a missing
+//! tool fails the test; elsewhere the test says what is missing and passes.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use ciphercast::server::Config;
+use support::{Process, Stream, TestServer, clips};
+
+/// Whether `tool` is installed; in CI its absence is a failure.
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{tool} is missing: `make deps` installs it");
+        eprintln!("skipped: {tool} is not installed (`make deps` installs it)");
+    }
+    found
+}
+
+#[test]
+fn the_window_player_shows_a_window_titled_with_the_current_resolution() {
+    if !(have("xvfb-run") && have("xwininfo")) {
+        return;
+    }
+    let server = TestServer::start(Config { videos: clips(2), ..Config::default() });
+    let client = format!(
+        "printf '2\\n1\\n' | '{}' client --server {} --name watcher --display window",
+        env!("CARGO_BIN_EXE_ciphercast"),
+        server.addr
+    );
+    // Start the client, then look for its window while the video plays.
+    let script = format!(
+        "{client} > \"$OUT\" 2>&1 & pid=$!\n\
+         for i in $(seq 1 300); do\n\
+           xwininfo -root -tree | grep -o 'ciphercast — Video_1 — [0-9]*p' && break\n\
+           sleep 0.02\n\
+         done\n\
+         wait $pid"
+    );
+    let out = std::env::temp_dir().join(format!("ciphercast-window-{}.txt", std::process::id()));
+    let result = Command::new("timeout")
+        .args(["60", "xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "sh", "-c", &script])
+        .env("OUT", &out)
+        .output()
+        .expect("run xvfb-run");
+    let titles = String::from_utf8_lossy(&result.stdout);
+    let client_output = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    // (xvfb-run's own exit status is not checked: it sometimes fails to
+    // remove its temporary directory after a perfectly good run.)
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        ["24p", "48p", "96p"].iter().any(|r| titles.contains(&format!("ciphercast — Video_1 — {r}"))),
+        "no window titled with a resolution; xwininfo saw: {titles:?}\nclient: {client_output}\nxvfb-run: {stderr}"
+    );
+    assert!(client_output.contains("summary: video=Video_1 frames=20/20 resolutions=24p,48p,96p"), "{client_output}");
+}
+
+#[test]
+fn the_terminal_player_draws_true_colour_half_blocks() {
+    if !have("script") {
+        return;
+    }
+    let server = TestServer::start(Config { videos: clips(2), ..Config::default() });
+    let command = format!(
+        "'{}' client --server {} --name term --display terminal",
+        env!("CARGO_BIN_EXE_ciphercast"),
+        server.addr
+    );
+    // `script` gives the client a pseudo-terminal and copies our input to it.
+    let mut viewer = Process::start_command(Command::new("script").args(["-qfec", &command, "/dev/null"]));
+    viewer.wait_for(Stream::Out, "online: nobody else yet");
+    viewer.type_text("2\r");
+    viewer.wait_for(Stream::Out, "2. Video_2");
+    viewer.type_text("1\r");
+    let summary = viewer.wait_for(Stream::Out, "summary: video=Video_1");
+    assert!(summary.contains("frames=20/20 resolutions=24p,48p,96p"), "{summary}");
+    let screen = viewer.stdout.join("\n");
+    assert!(screen.contains("\u{1b}[38;2;") && screen.contains("\u{1b}[48;2;"), "no 24-bit colour escapes");
+    assert!(screen.contains('▀'), "no half-block characters");
+    viewer.type_text("3\r");
+    assert_eq!(viewer.finish(), 0);
+}
