@@ -6,6 +6,7 @@
 //! registry and never writes to the socket: in particular it never answers a
 //! message it could not open, so a forger learns nothing from trying.
 
+use std::collections::{HashSet, VecDeque};
 use std::fmt::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -17,10 +18,12 @@ use crossbeam_channel::Sender;
 
 use super::Session;
 use super::console;
+use super::peers::Arrival;
 use super::player::Media;
 use crate::shared::connection::FrameReader;
-use crate::shared::crypto::CryptoError;
+use crate::shared::crypto::{CryptoError, now_millis};
 use crate::shared::frame::{FrameError, FrameKind};
+use crate::shared::limits::{MESSAGE_MAX_SKEW, REPLAY_MEMORY};
 use crate::shared::message::{Envelope, ServerMessage, decode};
 use crate::shared::video::FrameHeader;
 use crate::shared::visible::visible;
@@ -81,8 +84,20 @@ fn handle(session: &Session, message: ServerMessage) {
     let printer = &session.printer;
     match message {
         ServerMessage::PeerJoined { name, public_key } => {
-            session.peers().insert(&name, public_key);
-            printer.event(&format!("{} joined", visible(&name)));
+            let (arrival, saved) = {
+                let mut peers = session.peers();
+                let arrival = peers.insert(&name, public_key);
+                (arrival, peers.save_known())
+            };
+            let mut lines = format!("{} joined", visible(&name));
+            if let Some(line) = describe_arrival(&name, &arrival) {
+                lines.push('\n');
+                lines.push_str(&line);
+            }
+            printer.event(&lines);
+            if let Err(e) = saved {
+                printer.error(&e);
+            }
         }
         ServerMessage::PeerLeft { name, reason } => {
             session.peers().remove(&name);
@@ -109,6 +124,19 @@ fn handle(session: &Session, message: ServerMessage) {
     }
 }
 
+/// The line that tells the user what a peer's key means for trust, if any.
+pub(super) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> {
+    let name = visible(name);
+    match arrival {
+        Arrival::New(fingerprint) => Some(format!("new key for {name}: {fingerprint}")),
+        Arrival::Known => None,
+        Arrival::Changed { was, now } => Some(format!("warning: KEY CHANGED for {name}: was {was}, now {now}")),
+        Arrival::Unusable => {
+            Some(format!("warning: {name} sent an unusable key; messages from or to {name} will fail"))
+        }
+    }
+}
+
 /// Opens a message addressed to us; the line to print either way.
 fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
     let key = match session.peers().key(from) {
@@ -122,7 +150,10 @@ fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
     };
     // RSA work happens outside the peers lock (the guard above is a temporary).
     match session.identity.open(from, &key, envelope) {
-        Ok(text) => format_message(from, &text),
+        Ok(text) => match session.freshness().admit(&envelope.id, envelope.sent_at, now_millis()) {
+            Ok(()) => format_message(from, &text),
+            Err(why) => format!("warning: message from {} rejected: {why}", visible(from)),
+        },
         Err(e @ (CryptoError::BadSignature(_) | CryptoError::Undecryptable | CryptoError::NotUtf8)) => {
             format!("warning: message from {} rejected: {e}", visible(from))
         }
@@ -142,9 +173,54 @@ pub(crate) fn format_message(from: &str, text: &str) -> String {
     out
 }
 
+/// Replay protection: a message is shown only if its timestamp is recent
+/// and its id has not been seen before. The signature covers both, so a
+/// relay can neither replay an old message nor refresh its timestamp.
+#[derive(Default)]
+pub(crate) struct Freshness {
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Freshness {
+    /// Accepts `id` once, if `sent_at` is within [`MESSAGE_MAX_SKEW`] of `now` (milliseconds).
+    pub(crate) fn admit(&mut self, id: &str, sent_at: u64, now: u64) -> Result<(), String> {
+        let skew = MESSAGE_MAX_SKEW.as_millis() as u64;
+        if sent_at.abs_diff(now) > skew {
+            return Err(format!(
+                "stale timestamp (sent {} s from now; at most {} s accepted)",
+                (sent_at as i128 - now as i128) / 1000,
+                skew / 1000
+            ));
+        }
+        if self.seen.contains(id) {
+            return Err("replayed (message id seen before)".into());
+        }
+        if self.order.len() >= REPLAY_MEMORY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        self.seen.insert(id.to_string());
+        self.order.push_back(id.to_string());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::format_message;
+    use super::*;
+
+    #[test]
+    fn refuses_replays_and_stale_or_future_timestamps() {
+        let mut freshness = Freshness::default();
+        let now = 1_000_000_000;
+        assert!(freshness.admit("a", now - 1000, now).is_ok());
+        assert!(freshness.admit("a", now - 1000, now).unwrap_err().contains("replayed"));
+        assert!(freshness.admit("b", now - 11 * 60_000, now).unwrap_err().contains("stale"));
+        assert!(freshness.admit("c", now + 11 * 60_000, now).unwrap_err().contains("stale"));
+        assert!(freshness.admit("b", now + 1000, now).is_ok());
+    }
 
     #[test]
     fn indents_continuation_lines_and_shows_escapes() {

@@ -24,13 +24,13 @@ use std::time::Duration;
 
 use console::{Answer, Console, Printer};
 use crossbeam_channel::Receiver;
-use peers::Peers;
+use peers::{KnownPeers, Peers};
 use player::Media;
 
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
 use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
-use crate::shared::message::{ClientMessage, ServerMessage};
+use crate::shared::message::{ClientMessage, Peer, ServerMessage};
 use crate::shared::names::validate_name;
 use crate::shared::video::Pace;
 use crate::shared::visible::visible;
@@ -70,12 +70,18 @@ struct Session {
     playing: AtomicBool,
     /// Ctrl-C was pressed during playback.
     stop_wanted: AtomicBool,
+    /// Message ids and timestamps seen, against replays.
+    freshness: Mutex<events::Freshness>,
     printer: Printer,
 }
 
 impl Session {
     fn peers(&self) -> MutexGuard<'_, Peers> {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn freshness(&self) -> MutexGuard<'_, events::Freshness> {
+        self.freshness.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn send(&self, message: &ClientMessage) -> io::Result<()> {
@@ -129,11 +135,25 @@ pub fn run(config: Config) -> i32 {
             }
         },
     };
+    let known = match &config.identity {
+        Some(path) => {
+            let mut known_path = path.clone().into_os_string();
+            known_path.push(".known_peers");
+            match KnownPeers::load(known_path.into()) {
+                Ok(known) => known,
+                Err(e) => {
+                    printer.error(&e);
+                    return 1;
+                }
+            }
+        }
+        None => KnownPeers::default(),
+    };
     // Asking again only makes sense when a person is typing the name.
     let may_ask_again = config.name.is_none() && io::IsTerminal::is_terminal(&io::stdin());
     let mut name = config.name.clone();
     let mut shown_fingerprint = false;
-    let (name, stream, reader, peers) = loop {
+    let (name, stream, reader, welcome) = loop {
         let candidate = match name.take() {
             Some(name) => name,
             None => match console.ask("Enter your name: ") {
@@ -168,11 +188,21 @@ pub fn run(config: Config) -> i32 {
     };
 
     println!("Connected to {} as {name}", config.server);
-    let online = peers.names().iter().map(|n| visible(n).into_owned()).collect::<Vec<_>>();
+    let online = welcome.iter().map(|p| visible(&p.name).into_owned()).collect::<Vec<_>>();
     if online.is_empty() {
         println!("online: nobody else yet");
     } else {
         println!("online: {}", online.join(", "));
+    }
+    let mut peers = Peers::new(known);
+    for peer in welcome {
+        let arrival = peers.insert(&peer.name, peer.public_key);
+        if let Some(line) = events::describe_arrival(&peer.name, &arrival) {
+            printer.event(&line);
+        }
+    }
+    if let Err(e) = peers.save_known() {
+        printer.error(&e);
     }
 
     let session = Arc::new(Session {
@@ -184,6 +214,7 @@ pub fn run(config: Config) -> i32 {
         media_wanted: AtomicBool::new(false),
         playing: AtomicBool::new(false),
         stop_wanted: AtomicBool::new(false),
+        freshness: Mutex::new(events::Freshness::default()),
         printer,
     });
     let (media_sender, media) = crossbeam_channel::bounded(MEDIA_QUEUE);
@@ -225,7 +256,7 @@ pub fn run(config: Config) -> i32 {
 
 /// The result of a hello.
 enum Joined {
-    Welcome { stream: TcpStream, reader: FrameReader<TcpStream>, peers: Peers },
+    Welcome { stream: TcpStream, reader: FrameReader<TcpStream>, peers: Vec<Peer> },
     Refused(String),
 }
 
@@ -253,12 +284,8 @@ fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String>
         ClientMessage::Hello { version: PROTOCOL_VERSION, name: name.into(), public_key: identity.public_pem().into() };
     FrameWriter::new(&stream).send(&hello).map_err(|e| lost(&e))?;
     match reader.recv::<ServerMessage>() {
-        Ok(ServerMessage::Welcome { peers: list, .. }) => {
+        Ok(ServerMessage::Welcome { peers, .. }) => {
             let _ = reader.get_mut().set_read_timeout(None);
-            let mut peers = Peers::default();
-            for peer in list {
-                peers.insert(&peer.name, peer.public_key);
-            }
             Ok(Joined::Welcome { stream, reader, peers })
         }
         Ok(ServerMessage::Refused { reason, .. }) => Ok(Joined::Refused(reason)),
@@ -307,6 +334,12 @@ fn send_flow(console: &mut Console, session: &Session) -> Flow {
     }
     let shown: Vec<String> = names.iter().map(|n| visible(n).into_owned()).collect();
     println!("Available clients: {}", shown.join(", "));
+    // Each with its fingerprint, to compare with the owner's own.
+    for (name, shown) in names.iter().zip(&shown) {
+        if let Some(fingerprint) = session.peers().fingerprint(name) {
+            println!("  {shown}  {fingerprint}");
+        }
+    }
     let to = loop {
         let to = match console.ask("Send to: ") {
             Answer::Line(line) => line.trim().to_string(),
@@ -321,6 +354,24 @@ fn send_flow(console: &mut Console, session: &Session) -> Flow {
         }
         println!("No client named {}.", visible(&to));
     };
+    let change = session.peers().unconfirmed_change(&to);
+    if let Some((was, now)) = change {
+        session.printer.event(&format!("warning: KEY CHANGED for {}: was {was}, now {now}", visible(&to)));
+        match console.ask("Send anyway? [y/N]: ") {
+            Answer::Line(answer) if matches!(answer.trim(), "y" | "Y" | "yes") => {
+                let mut peers = session.peers();
+                peers.accept_change(&to);
+                if let Err(e) = peers.save_known() {
+                    session.printer.error(&e);
+                }
+            }
+            Answer::Eof => return Flow::Quit,
+            _ => {
+                println!("not sent");
+                return Flow::Menu;
+            }
+        }
+    }
     let text = match read_message(console) {
         Ok(Some(text)) => text,
         Ok(None) => return Flow::Menu,

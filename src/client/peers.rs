@@ -1,33 +1,70 @@
-//! The client's own copy of the registry: name → public key.
+//! The client's own copy of the registry, and whom it trusts.
 //!
 //! Kept up to date from the server's welcome and join/leave announcements,
 //! so the client never asks the server for a key (task 3 of the assignment).
-//! Keys are stored as the PEM text that arrived and parsed only when first
-//! needed: a client in a class of a thousand seals to a handful of them.
+//! Keys are parsed only when first needed — a client in a class of a
+//! thousand seals to a handful of them — but each is fingerprinted on
+//! arrival and checked against the keys seen before, the way SSH checks
+//! `known_hosts`: trust on first use, and a loud warning when a name comes
+//! back with another key.
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::shared::crypto::{CryptoError, PeerKey};
+use crate::shared::crypto::{CryptoError, Fingerprint, PeerKey};
 
 struct Entry {
     pem: Arc<str>,
+    fingerprint: Fingerprint,
     parsed: Option<PeerKey>,
+    /// The fingerprint we trusted before this key, until the user accepts the new one.
+    replaced: Option<Fingerprint>,
 }
 
-/// Everyone else connected, by name.
-#[derive(Default)]
+/// What a peer's arrival means for trust.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// A name never seen before: its key is now trusted.
+    New(Fingerprint),
+    /// The key we already trust.
+    Known,
+    /// A name we know, with another key.
+    Changed { was: Fingerprint, now: Fingerprint },
+    /// Not a PEM key at all; the peer was not added.
+    Unusable,
+}
+
+/// Everyone else connected, by name, and the fingerprints trusted so far.
 pub(crate) struct Peers {
     entries: BTreeMap<String, Entry>,
+    known: KnownPeers,
 }
 
 impl Peers {
-    /// Records (or replaces) a peer's key.
-    pub(crate) fn insert(&mut self, name: &str, pem: Arc<str>) {
-        self.entries.insert(name.to_string(), Entry { pem, parsed: None });
+    /// An empty registry trusting what `known` trusts.
+    pub(crate) fn new(known: KnownPeers) -> Peers {
+        Peers { entries: BTreeMap::new(), known }
     }
 
-    /// Forgets a peer.
+    /// Records a peer's key and says what it means for trust. Call
+    /// [`Peers::save_known`] after a batch of arrivals.
+    pub(crate) fn insert(&mut self, name: &str, pem: Arc<str>) -> Arrival {
+        let Some(fingerprint) = Fingerprint::of_pem(&pem) else { return Arrival::Unusable };
+        let (arrival, replaced) = match self.known.get(name) {
+            None => {
+                self.known.set(name, fingerprint);
+                (Arrival::New(fingerprint), None)
+            }
+            Some(trusted) if trusted == fingerprint => (Arrival::Known, None),
+            Some(trusted) => (Arrival::Changed { was: trusted, now: fingerprint }, Some(trusted)),
+        };
+        self.entries.insert(name.to_string(), Entry { pem, fingerprint, parsed: None, replaced });
+        arrival
+    }
+
+    /// Forgets a peer (its trusted fingerprint is kept).
     pub(crate) fn remove(&mut self, name: &str) {
         self.entries.remove(name);
     }
@@ -42,6 +79,25 @@ impl Peers {
         self.entries.keys().cloned().collect()
     }
 
+    /// The fingerprint of a connected peer's key.
+    pub(crate) fn fingerprint(&self, name: &str) -> Option<Fingerprint> {
+        self.entries.get(name).map(|e| e.fingerprint)
+    }
+
+    /// For a peer whose key changed and is not yet accepted: the old and new fingerprints.
+    pub(crate) fn unconfirmed_change(&self, name: &str) -> Option<(Fingerprint, Fingerprint)> {
+        let entry = self.entries.get(name)?;
+        entry.replaced.map(|was| (was, entry.fingerprint))
+    }
+
+    /// Accepts a changed key: it is trusted from now on.
+    pub(crate) fn accept_change(&mut self, name: &str) {
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.replaced = None;
+            self.known.set(name, entry.fingerprint);
+        }
+    }
+
     /// The peer's parsed key; `None` if nobody has that name.
     pub(crate) fn key(&mut self, name: &str) -> Option<Result<PeerKey, CryptoError>> {
         let entry = self.entries.get_mut(name)?;
@@ -49,5 +105,103 @@ impl Peers {
             return Some(Ok(key.clone()));
         }
         Some(PeerKey::from_pem(&entry.pem).inspect(|key| entry.parsed = Some(key.clone())))
+    }
+
+    /// Writes the trusted fingerprints to the known-peers file, if there is one and anything changed.
+    pub(crate) fn save_known(&mut self) -> Result<(), String> {
+        self.known.save()
+    }
+}
+
+/// Fingerprints trusted so far: in memory, and in `IDENTITY.known_peers`
+/// when the client has an identity file — one `name fingerprint` line each.
+#[derive(Default)]
+pub(crate) struct KnownPeers {
+    path: Option<PathBuf>,
+    trusted: BTreeMap<String, Fingerprint>,
+    dirty: bool,
+}
+
+impl KnownPeers {
+    /// Loads `path` if it exists (a missing file is an empty list).
+    pub(crate) fn load(path: PathBuf) -> Result<KnownPeers, String> {
+        let mut known = KnownPeers { path: Some(path.clone()), ..KnownPeers::default() };
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(known),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        for (number, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            // The fingerprint is the last 16 groups; the name (which may hold spaces) is the rest.
+            let parsed = line.rsplitn(17, ' ').collect::<Vec<_>>();
+            let fingerprint = (parsed.len() == 17)
+                .then(|| parsed[..16].iter().rev().copied().collect::<Vec<_>>().join(" "))
+                .and_then(|text| Fingerprint::parse(&text));
+            match fingerprint {
+                Some(fingerprint) => {
+                    known.trusted.insert(parsed[16].to_string(), fingerprint);
+                }
+                None => return Err(format!("{}:{}: expected `name fingerprint`", path.display(), number + 1)),
+            }
+        }
+        Ok(known)
+    }
+
+    fn get(&self, name: &str) -> Option<Fingerprint> {
+        self.trusted.get(name).copied()
+    }
+
+    fn set(&mut self, name: &str, fingerprint: Fingerprint) {
+        self.trusted.insert(name.to_string(), fingerprint);
+        self.dirty = true;
+    }
+
+    fn save(&mut self) -> Result<(), String> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if !self.dirty {
+            return Ok(());
+        }
+        let text: String = self.trusted.iter().map(|(name, fp)| format!("{name} {fp}\n")).collect();
+        fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::crypto::Identity;
+
+    #[test]
+    fn trusts_on_first_use_and_flags_a_changed_key_until_accepted() {
+        let (one, two) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let dir = std::env::temp_dir().join(format!("ciphercast-known-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("me.pem.known_peers");
+        let _ = fs::remove_file(&path);
+
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        assert_eq!(peers.insert("bob smith", one.public_pem().into()), Arrival::New(one.fingerprint()));
+        assert_eq!(peers.insert("bob smith", one.public_pem().into()), Arrival::Known);
+        peers.save_known().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("bob smith {}\n", one.fingerprint()));
+
+        // A later run remembers bob, and notices his new key.
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        let arrival = peers.insert("bob smith", two.public_pem().into());
+        assert_eq!(arrival, Arrival::Changed { was: one.fingerprint(), now: two.fingerprint() });
+        assert_eq!(peers.unconfirmed_change("bob smith"), Some((one.fingerprint(), two.fingerprint())));
+        peers.accept_change("bob smith");
+        assert_eq!(peers.unconfirmed_change("bob smith"), None);
+        peers.save_known().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("bob smith {}\n", two.fingerprint()));
+        assert_eq!(peers.insert("x", "garbage".into()), Arrival::Unusable);
+        fs::write(&path, "no fingerprint here\n").unwrap();
+        assert!(KnownPeers::load(path).is_err());
+        fs::remove_dir_all(dir).unwrap();
     }
 }

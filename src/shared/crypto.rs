@@ -81,6 +81,33 @@ impl Fingerprint {
     fn of_der(der: &[u8]) -> Fingerprint {
         Fingerprint(Sha256::digest(der).into())
     }
+
+    /// The fingerprint of a PEM public key, without parsing the RSA key: the
+    /// SHA-256 of the DER inside the armour. `None` if it is not PEM.
+    pub fn of_pem(pem: &str) -> Option<Fingerprint> {
+        use base64::Engine;
+        let body = pem.trim().strip_prefix("-----BEGIN PUBLIC KEY-----")?.strip_suffix("-----END PUBLIC KEY-----")?;
+        let base64: String = body.split_whitespace().collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(base64).ok()?;
+        Some(Fingerprint::of_der(&der))
+    }
+
+    /// Parses the displayed form (16 groups of 4 hex digits).
+    pub fn parse(text: &str) -> Option<Fingerprint> {
+        let groups: Vec<&str> = text.split(' ').collect();
+        if groups.len() != 16 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, group) in groups.iter().enumerate() {
+            if group.len() != 4 || !group.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return None;
+            }
+            let value = u16::from_str_radix(group, 16).ok()?;
+            bytes[2 * i..2 * i + 2].copy_from_slice(&value.to_be_bytes());
+        }
+        Some(Fingerprint(bytes))
+    }
 }
 
 impl fmt::Display for Fingerprint {
@@ -183,6 +210,19 @@ impl Identity {
 
     /// Seals `text` from `from` (our name) to `to`, whose key is `recipient`.
     pub fn seal(&self, from: &str, to: &str, recipient: &PeerKey, text: &str) -> Result<Envelope, CryptoError> {
+        self.seal_at(from, to, recipient, text, now_millis())
+    }
+
+    /// [`Identity::seal`] with a given timestamp (milliseconds since the
+    /// epoch): for tests of a recipient's freshness checks.
+    pub fn seal_at(
+        &self,
+        from: &str,
+        to: &str,
+        recipient: &PeerKey,
+        text: &str,
+        sent_at: u64,
+    ) -> Result<Envelope, CryptoError> {
         if text.len() > MAX_PLAINTEXT_BYTES {
             return Err(CryptoError::TooLong { size: text.len() });
         }
@@ -190,7 +230,7 @@ impl Identity {
         let mut envelope = Envelope {
             id: id_bytes.iter().map(|b| format!("{b:02x}")).collect(),
             to: to.to_string(),
-            sent_at: now_millis(),
+            sent_at,
             wrapped_key: Vec::new(),
             nonce: Vec::new(),
             ciphertext: Vec::new(),
@@ -327,7 +367,11 @@ mod tests {
 
     #[test]
     fn fingerprint_is_sixteen_groups_of_four_hex_digits() {
-        let text = identities()[0].fingerprint().to_string();
+        let identity = &identities()[0];
+        assert_eq!(Fingerprint::of_pem(identity.public_pem()), Some(identity.fingerprint()));
+        assert_eq!(Fingerprint::parse(&identity.fingerprint().to_string()), Some(identity.fingerprint()));
+        assert_eq!(Fingerprint::parse("3f2a 91c0"), None);
+        let text = identity.fingerprint().to_string();
         let groups: Vec<&str> = text.split(' ').collect();
         assert_eq!(groups.len(), 16);
         assert!(groups.iter().all(|g| g.len() == 4 && g.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))));

@@ -43,6 +43,13 @@ pub const MAX_PLAINTEXT_BYTES: usize = 1024 * 1024;
 /// Largest sealed payload (AEAD ciphertext, tag included) the server relays.
 pub const MAX_CIPHERTEXT_BYTES: usize = MAX_PLAINTEXT_BYTES + 16;
 
+/// A sealed message whose timestamp is further than this from the
+/// recipient's clock is refused (replays of old messages; wild clocks).
+pub const MESSAGE_MAX_SKEW: Duration = Duration::from_secs(10 * 60);
+
+/// Message ids a client remembers to refuse replays (oldest forgotten first).
+pub const REPLAY_MEMORY: usize = 100_000;
+
 /// Default `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 
