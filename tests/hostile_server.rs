@@ -1,0 +1,105 @@
+//! A server that lies: the test plays the server and tampers with what it
+//! relays. The client binary must reject or warn about each trick, with the
+//! matching line, and must never show a tampered message as genuine.
+
+mod support;
+
+use std::net::TcpListener;
+
+use ciphercast::shared::connection::{FrameReader, FrameWriter};
+use ciphercast::shared::crypto::{PeerKey, now_millis};
+use ciphercast::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+use ciphercast::shared::message::{ClientMessage, Peer, ServerMessage, VideoInfo};
+use support::{Process, Stream, TIMEOUT, identity};
+
+#[test]
+fn the_client_rejects_or_warns_about_every_tampering() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let mut client = Process::start(&["client", "--server", &address, "--name", "me", "--display", "none"]);
+    let (socket, _) = listener.accept().unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut from_client = FrameReader::new(socket.try_clone().unwrap(), MAX_FRAME_LEN);
+    let mut to_client = FrameWriter::new(socket);
+
+    let ClientMessage::Hello { public_key, .. } = from_client.recv::<ClientMessage>().unwrap() else {
+        panic!("no hello")
+    };
+    let me = PeerKey::from_pem(&public_key).unwrap();
+    let (alice, carol) = (identity(0), identity(2));
+    let peer = |name: &str, pem: &str| Peer { name: name.into(), public_key: pem.into() };
+    let welcome = ServerMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        name: "me".into(),
+        peers: vec![peer("alice", alice.public_pem()), peer("carol", carol.public_pem())],
+    };
+    to_client.send(&welcome).unwrap();
+    client.wait_for(Stream::Out, "online: alice, carol");
+    client.wait_for(Stream::Out, &format!("new key for alice: {}", alice.fingerprint()));
+
+    let sealed = |from: &str, envelope| ServerMessage::Sealed { from: from.into(), envelope };
+    let genuine = alice.seal("alice", "me", &me, "genuine").unwrap();
+    to_client.send(&sealed("alice", genuine.clone())).unwrap();
+    client.wait_for(Stream::Out, "[alice] genuine");
+
+    // A flipped ciphertext byte.
+    let mut flipped = alice.seal("alice", "me", &me, "flipped").unwrap();
+    flipped.ciphertext[0] ^= 0x01;
+    to_client.send(&sealed("alice", flipped)).unwrap();
+    client.wait_for(Stream::Out, "warning: message from alice rejected: bad signature");
+
+    // The server claims carol sent alice's message.
+    let relabelled = alice.seal("alice", "me", &me, "relabelled").unwrap();
+    to_client.send(&sealed("carol", relabelled)).unwrap();
+    client.wait_for(Stream::Out, "warning: message from carol rejected: bad signature");
+
+    // The genuine message again.
+    to_client.send(&sealed("alice", genuine)).unwrap();
+    client.wait_for(Stream::Out, "warning: message from alice rejected: replayed");
+
+    // A genuine message, an hour old.
+    let stale = alice.seal_at("alice", "me", &me, "old news", now_millis() - 3_600_000).unwrap();
+    to_client.send(&sealed("alice", stale)).unwrap();
+    client.wait_for(Stream::Out, "warning: message from alice rejected: stale timestamp");
+
+    // alice comes back with another key.
+    let impostor = identity(3);
+    to_client
+        .send(&ServerMessage::PeerJoined { name: "alice".into(), public_key: impostor.public_pem().into() })
+        .unwrap();
+    client.wait_for(
+        Stream::Out,
+        &format!("warning: KEY CHANGED for alice: was {}, now {}", alice.fingerprint(), impostor.fingerprint()),
+    );
+    // Sending to her asks first; declining sends nothing.
+    client.type_text("1\nalice\nn\n");
+    client.wait_for(Stream::Out, "Send anyway? [y/N]: ");
+    client.wait_for(Stream::Out, "not sent");
+
+    // Escapes in an error string and in a video name are shown, not run.
+    to_client.send(&ServerMessage::Error { message: "\u{1b}[2J\u{1b}]0;owned\u{7}".into() }).unwrap();
+    client.wait_for(Stream::Out, "warning: server says: \\x1b[2J\\x1b]0;owned\\x07");
+    client.type_text("2\n");
+    assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::ListVideos));
+    let videos = vec![VideoInfo { name: "Evil\u{1b}[31m".into(), resolutions: vec!["240p".into()] }];
+    to_client.send(&ServerMessage::VideoList { videos }).unwrap();
+    client.wait_for(Stream::Out, "  1. Evil\\x1b[31m (240p)");
+    client.type_text("\n"); // back to the menu
+
+    // End of input: the client says quit; we say goodbye.
+    client.close_stdin();
+    assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Quit));
+    to_client.send(&ServerMessage::Goodbye).unwrap();
+    drop(to_client);
+    assert_eq!(client.finish(), 0);
+
+    // Nothing was sent in answer to a message it could not open, and no
+    // escape reached the terminal.
+    assert!(!client.stdout.iter().any(|l| l.contains('\u{1b}')));
+    assert!(
+        !client
+            .stdout
+            .iter()
+            .any(|l| l.contains("[alice] flipped") || l.contains("relabelled") || l.contains("old news"))
+    );
+}
