@@ -11,7 +11,8 @@
 //! outbox like everything else, so they stay in order with broadcasts.
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 
 use super::Context;
 use super::library::{self, Video};
@@ -63,7 +64,18 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
 
     let reader = FrameReader::new(JoinClock { stream: Arc::clone(&stream), deadline: None }, MAX_HELLO_FRAME_LEN);
     let mut handler = Handler { context, outbox, video, playing: None, streams: 0, reader, peer, name: None };
-    let reason = handler.run();
+    // A bug that panics while serving one client must not leave a ghost in
+    // the registry: catch it here and clean up as for any disconnect. (The
+    // registry lock is never held by this thread's code across a panic
+    // point, and it recovers from poisoning anyway.)
+    let reason = match panic::catch_unwind(AssertUnwindSafe(|| handler.run())) {
+        Ok(reason) => reason,
+        Err(_) => {
+            error!("{}: the handler panicked; closing this connection only", handler.describe());
+            let _ = stream.shutdown(Shutdown::Both);
+            LeaveReason::Disconnected
+        }
+    };
     if let Some(name) = &handler.name {
         handler.context.registry.leave(name, &handler.outbox, reason);
     }
