@@ -190,7 +190,10 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
                 }
                 stats.record(&header, jpeg.len(), arrived);
                 let wish = match (display::decode(&jpeg), screen.as_mut()) {
-                    (Some(picture), Some(screen)) => screen.show(&stats.video, &header.resolution, &picture),
+                    (Some(picture), Some(screen)) => {
+                        // Names from the server reach the title bar or the terminal made visible.
+                        screen.show(&visible(&stats.video), &visible(&header.resolution), &picture)
+                    }
                     (None, _) => {
                         session.printer.event(&format!("warning: frame {} is not a valid JPEG", header.sequence));
                         Wish::Continue
