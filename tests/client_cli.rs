@@ -137,3 +137,51 @@ fn usage_errors_exit_two() {
     let mut bad = Process::start(&["server", "--port", "99999"]);
     assert_eq!(bad.finish(), 2);
 }
+
+#[test]
+fn an_identity_file_keeps_the_fingerprint_and_remembers_peers_across_runs() {
+    let dir = std::env::temp_dir().join(format!("ciphercast-identity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("alice.pem");
+    let key_arg = key_file.to_str().unwrap();
+    let server = TestServer::with_defaults();
+    let fingerprint_of = |process: &Process| {
+        process.stdout.iter().find(|l| l.starts_with("Your fingerprint: ")).cloned().expect("fingerprint line")
+    };
+
+    // First run: the key file is made, bob's key is trusted on first use.
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let mut first =
+        Process::start(&["client", "--server", &server.addr.to_string(), "--name", "alice", "--identity", key_arg]);
+    first.wait_for(Stream::Out, &format!("new key for bob: {}", identity(1).fingerprint()));
+    assert_eq!(first.finish(), 0);
+    assert!(std::fs::read_to_string(dir.join("alice.pem.known_peers")).unwrap().starts_with("bob "));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    // bob comes back with another key.
+    bob.send(&ClientMessage::Quit);
+    bob.recv_until_closed();
+    let (_bob, _) = TestClient::join(server.addr, "bob", identity(4));
+
+    // Second run: same fingerprint, and the changed key is flagged.
+    let mut second =
+        Process::start(&["client", "--server", &server.addr.to_string(), "--name", "alice", "--identity", key_arg]);
+    second.wait_for(
+        Stream::Out,
+        &format!("warning: KEY CHANGED for bob: was {}, now {}", identity(1).fingerprint(), identity(4).fingerprint()),
+    );
+    second.type_text("1\nbob\ny\nhello new bob\n");
+    second.wait_for(Stream::Out, "Send anyway? [y/N]: ");
+    second.wait_for(Stream::Out, "sent to bob");
+    assert_eq!(second.finish(), 0);
+    assert_eq!(fingerprint_of(&first), fingerprint_of(&second));
+    // Accepted: the new key is now the trusted one.
+    let known = std::fs::read_to_string(dir.join("alice.pem.known_peers")).unwrap();
+    assert_eq!(known, format!("bob {}\n", identity(4).fingerprint()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

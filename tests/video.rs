@@ -12,7 +12,7 @@ use ciphercast::shared::video::{EndReason, FrameHeader, Pace, PlanPart};
 use opencv::core::Vector;
 use opencv::imgcodecs::{IMREAD_COLOR, imdecode};
 use opencv::prelude::*;
-use support::{Process, Stream, TestClient, TestServer, clips, identity};
+use support::{Process, Stream, TestClient, TestServer, clips, clips_at, identity};
 
 fn server_with(videos: std::path::PathBuf) -> TestServer {
     TestServer::start(Config { videos, ..Config::default() })
@@ -294,4 +294,22 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn a_viewer_that_stops_reading_slows_nobody_else() {
+    // 240p frames: 200 of them are several megabytes, more than the socket
+    // buffers hold, so the stalled viewer's streaming thread really waits.
+    let server = server_with(clips_at(20, &[240]));
+    let (mut stalled, _) = TestClient::join(server.addr, "stalled", identity(0));
+    let (mut other, _) = TestClient::join(server.addr, "other", identity(1));
+    // The stalled viewer asks for a long video and then reads nothing more:
+    // its socket buffers and its video queue fill, its streaming thread waits.
+    stalled.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::None });
+    // Meanwhile another viewer plays a whole video and chat keeps flowing.
+    let got = play(&mut other, "Video_2", Pace::None);
+    assert_eq!(got.end, (EndReason::Finished, 200, None));
+    assert_eq!(got.frames.len(), 200);
+    let (_late, _) = TestClient::join(server.addr, "late", identity(2));
+    drop(stalled);
 }

@@ -339,19 +339,29 @@ impl Drop for Process {
 /// Tiny generated clips, made once per test binary: Video_1 and Video_2 at
 /// 24p, 48p and 96p, `seconds` long at 10 fps, in their own directory.
 pub fn clips(seconds: u32) -> std::path::PathBuf {
+    clips_at(seconds, &[24, 48, 96])
+}
+
+/// Generated clips at the given heights, 10 fps, made once per test binary.
+pub fn clips_at(seconds: u32, heights: &[u32]) -> std::path::PathBuf {
     use std::collections::HashMap;
-    static DIRS: OnceLock<Mutex<HashMap<u32, std::path::PathBuf>>> = OnceLock::new();
+    static DIRS: OnceLock<Mutex<HashMap<(u32, Vec<u32>), std::path::PathBuf>>> = OnceLock::new();
     let dirs = DIRS.get_or_init(Default::default);
     let mut dirs = dirs.lock().unwrap();
-    dirs.entry(seconds)
+    dirs.entry((seconds, heights.to_vec()))
         .or_insert_with(|| {
-            let dir = std::env::temp_dir().join(format!("ciphercast-clips-{}-{seconds}s", std::process::id()));
+            let tag: Vec<String> = heights.iter().map(u32::to_string).collect();
+            let dir = std::env::temp_dir().join(format!(
+                "ciphercast-clips-{}-{seconds}s-{}",
+                std::process::id(),
+                tag.join("-")
+            ));
             let _ = std::fs::remove_dir_all(&dir);
             let spec = ciphercast::videos::Spec {
                 out: dir.clone(),
                 seconds: f64::from(seconds),
                 fps: 10.0,
-                heights: vec![24, 48, 96],
+                heights: heights.to_vec(),
             };
             ciphercast::videos::generate(&spec).expect("generate clips");
             dir
