@@ -23,7 +23,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 VIDEO_FILES = $(shell ls $(VIDEOS) 2>/dev/null | grep -iE '\.(mp4|m4v|avi|mkv|mov|webm|mpg)$$')
 
-.PHONY: deps build test videos run-server run-client
+FUZZ_SECONDS ?= 300
+
+.PHONY: deps build test videos run-server run-client fuzz
 
 deps:
 	@if [ "$$(uname)" = Darwin ]; then \
@@ -60,3 +62,12 @@ run-server: build
 
 run-client: build
 	$(BIN) client --server $(SERVER) --display $(DISPLAY_MODE) $(if $(NAME),--name "$(NAME)")
+
+# Coverage-guided fuzzing of every decoder (fuzz/), seeded with tests/corpus/.
+# `-s none` needs no sanitizer runtime; RUSTC_BOOTSTRAP lets cargo-fuzz's
+# flags through on a stable toolchain. A crash leaves its input in
+# fuzz/artifacts/: copy it to tests/corpus/ so `make test` replays it forever.
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/decoders
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decoders corpus/decoders ../tests/corpus -s none -- -max_total_time=$(FUZZ_SECONDS)
