@@ -57,6 +57,9 @@ pub struct ServerArgs {
     /// JPEG quality of streamed frames (1-100).
     #[arg(long, default_value_t = DEFAULT_JPEG_QUALITY, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
+    /// Print one line on stderr per frame sent or received (never message contents).
+    #[arg(long)]
+    pub trace: bool,
     /// Most clients joined at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS, value_parser = parse_max_clients)]
     pub max_clients: usize,
@@ -80,6 +83,9 @@ pub struct ClientArgs {
     /// native: at the video's frame rate; none: as fast as the client reads.
     #[arg(long, value_enum, default_value_t = Pace::Native)]
     pub pace: Pace,
+    /// Print one line on stderr per frame sent or received (never message contents).
+    #[arg(long)]
+    pub trace: bool,
 }
 
 /// Options of `ciphercast videos`.

@@ -70,6 +70,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
         max_clients: args.max_clients,
         videos: args.videos,
         jpeg_quality: args.jpeg_quality,
+        trace: args.trace,
     };
     match server::run(listener, config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +88,7 @@ fn run_client(args: ClientArgs) -> ExitCode {
         identity: args.identity,
         display: args.display,
         pace: args.pace,
+        trace: args.trace,
     };
     ExitCode::from(client::run(config) as u8)
 }

@@ -54,6 +54,8 @@ pub struct Config {
     pub display: Display,
     /// How fast the server sends video.
     pub pace: Pace,
+    /// Print a line on stderr for every frame sent or received.
+    pub trace: bool,
 }
 
 /// What both client threads share.
@@ -171,7 +173,7 @@ pub fn run(config: Config) -> i32 {
                     println!("Your fingerprint: {}", identity.fingerprint());
                     shown_fingerprint = true;
                 }
-                match join(&config.server, &candidate, &identity) {
+                match join(&config.server, &candidate, &identity, config.trace) {
                     Ok(Joined::Welcome { stream, reader, peers }) => break (candidate, stream, reader, peers),
                     Ok(Joined::Refused(reason)) => visible(&reason).into_owned(),
                     Err(e) => {
@@ -209,7 +211,7 @@ pub fn run(config: Config) -> i32 {
         name,
         identity,
         peers: Mutex::new(peers),
-        writer: Mutex::new(FrameWriter::new(stream)),
+        writer: Mutex::new(FrameWriter::new(stream).traced(config.trace.then(|| config.server.clone()))),
         quitting: AtomicBool::new(false),
         media_wanted: AtomicBool::new(false),
         playing: AtomicBool::new(false),
@@ -261,7 +263,7 @@ enum Joined {
 }
 
 /// Connects, says hello, and waits for the welcome or the refusal.
-fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String> {
+fn join(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<Joined, String> {
     let unreachable = |e: &dyn std::fmt::Display| {
         format!(
             "cannot reach the server at {server}: {e}\n  Is it running? Start one with `make run-server` or `ciphercast server`, or point --server at it."
@@ -279,10 +281,11 @@ fn join(server: &str, name: &str, identity: &Identity) -> Result<Joined, String>
     let lost = |e: &dyn std::fmt::Display| format!("connection to the server at {server} lost: {e}");
     let read_half = stream.try_clone().map_err(|e| lost(&e))?;
     let _ = read_half.set_read_timeout(Some(REPLY_TIMEOUT));
-    let mut reader = FrameReader::new(read_half, MAX_FRAME_LEN);
+    let label = trace.then(|| server.to_string());
+    let mut reader = FrameReader::new(read_half, MAX_FRAME_LEN).traced(label.clone());
     let hello =
         ClientMessage::Hello { version: PROTOCOL_VERSION, name: name.into(), public_key: identity.public_pem().into() };
-    FrameWriter::new(&stream).send(&hello).map_err(|e| lost(&e))?;
+    FrameWriter::new(&stream).traced(label).send(&hello).map_err(|e| lost(&e))?;
     match reader.recv::<ServerMessage>() {
         Ok(ServerMessage::Welcome { peers, .. }) => {
             let _ = reader.get_mut().set_read_timeout(None);

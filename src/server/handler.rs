@@ -50,10 +50,11 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
     let (video, video_receiver) = crossbeam_channel::bounded(VIDEO_QUEUE_FRAMES);
 
     let writer_stream = Arc::clone(&stream);
+    let trace_label = context.config.trace.then(|| peer.to_string());
     let writer = match thread::Builder::new()
         .name(format!("writer-{peer}"))
         .stack_size(CONNECTION_STACK_BYTES)
-        .spawn(move || writer::run(writer_stream, receiver, video_receiver))
+        .spawn(move || writer::run(writer_stream, receiver, video_receiver, trace_label))
     {
         Ok(handle) => handle,
         Err(e) => {
@@ -62,7 +63,8 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
         }
     };
 
-    let reader = FrameReader::new(JoinClock { stream: Arc::clone(&stream), deadline: None }, MAX_HELLO_FRAME_LEN);
+    let reader = FrameReader::new(JoinClock { stream: Arc::clone(&stream), deadline: None }, MAX_HELLO_FRAME_LEN)
+        .traced(context.config.trace.then(|| peer.to_string()));
     let mut handler = Handler { context, outbox, video, playing: None, streams: 0, reader, peer, name: None };
     // A bug that panics while serving one client must not leave a ghost in
     // the registry: catch it here and clean up as for any disconnect. (The

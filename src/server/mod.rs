@@ -59,6 +59,8 @@ pub struct Config {
     pub videos: PathBuf,
     /// JPEG quality of streamed frames, 1–100.
     pub jpeg_quality: u8,
+    /// Print a line on stderr for every frame sent or received.
+    pub trace: bool,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             max_clients: DEFAULT_MAX_CLIENTS,
             videos: PathBuf::from("videos"),
             jpeg_quality: DEFAULT_JPEG_QUALITY,
+            trace: false,
         }
     }
 }

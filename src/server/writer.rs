@@ -24,8 +24,8 @@ use crate::shared::frame::FrameError;
 
 /// Runs until every sender of the outbox is gone and the queue is written,
 /// then closes the sending direction so the client reads a clean end of stream.
-pub(super) fn run(stream: Arc<TcpStream>, outbox: OutboxReceiver, video: Receiver<VideoItem>) {
-    let mut writer = FrameWriter::new(&*stream);
+pub(super) fn run(stream: Arc<TcpStream>, outbox: OutboxReceiver, video: Receiver<VideoItem>, trace: Option<String>) {
+    let mut writer = FrameWriter::new(&*stream).traced(trace);
     match write_all(&mut writer, &outbox, video) {
         Ok(()) => {
             let _ = stream.shutdown(Shutdown::Write);

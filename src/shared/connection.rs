@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::frame::{Frame, FrameError, read_frame};
 use super::message::{MessageError, decode, encode};
+use super::trace::{self, Direction};
 
 /// Why [`FrameReader::recv`] returned no message.
 #[derive(Debug, Error)]
@@ -30,12 +31,20 @@ pub enum RecvError {
 pub struct FrameReader<R: Read> {
     inner: BufReader<R>,
     max_len: u32,
+    /// With `--trace`: the peer's label for the trace lines.
+    trace: Option<String>,
 }
 
 impl<R: Read> FrameReader<R> {
     /// Wraps `inner`, refusing frames longer than `max_len`.
     pub fn new(inner: R, max_len: u32) -> Self {
-        FrameReader { inner: BufReader::new(inner), max_len }
+        FrameReader { inner: BufReader::new(inner), max_len, trace: None }
+    }
+
+    /// Prints a trace line for every frame read, labelled with `peer` (`None`: no tracing).
+    pub fn traced(mut self, peer: Option<String>) -> Self {
+        self.trace = peer;
+        self
     }
 
     /// Changes the frame limit (the server raises it once a client has joined).
@@ -50,7 +59,11 @@ impl<R: Read> FrameReader<R> {
 
     /// Blocks until one whole frame has arrived.
     pub fn read_frame(&mut self) -> Result<Frame, FrameError> {
-        read_frame(&mut self.inner, self.max_len)
+        let frame = read_frame(&mut self.inner, self.max_len)?;
+        if let Some(peer) = &self.trace {
+            trace::frame(Direction::Received, peer, frame.kind, &frame.payload);
+        }
+        Ok(frame)
     }
 
     /// Blocks until one whole frame has arrived and decodes it as a control message.
@@ -63,12 +76,20 @@ impl<R: Read> FrameReader<R> {
 /// The writing half: each frame is written whole and flushed.
 pub struct FrameWriter<W: Write> {
     inner: BufWriter<W>,
+    /// With `--trace`: the peer's label for the trace lines.
+    trace: Option<String>,
 }
 
 impl<W: Write> FrameWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        FrameWriter { inner: BufWriter::new(inner) }
+        FrameWriter { inner: BufWriter::new(inner), trace: None }
+    }
+
+    /// Prints a trace line for every frame written, labelled with `peer` (`None`: no tracing).
+    pub fn traced(mut self, peer: Option<String>) -> Self {
+        self.trace = peer;
+        self
     }
 
     /// Encodes, writes and flushes one control message.
@@ -81,6 +102,9 @@ impl<W: Write> FrameWriter<W> {
     /// Writes an already encoded frame (header included) without flushing,
     /// so a writer with more frames waiting sends them in one system call.
     pub fn write_encoded(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+        if let Some(peer) = &self.trace {
+            trace::encoded(Direction::Sent, peer, frame, &[]);
+        }
         self.inner.write_all(frame)?;
         Ok(())
     }
@@ -89,6 +113,9 @@ impl<W: Write> FrameWriter<W> {
     /// vectored writes, so both usually leave in one system call and the
     /// body is never copied into the buffer. Flushes.
     pub fn write_split(&mut self, head: &[u8], body: &[u8]) -> Result<(), FrameError> {
+        if let Some(peer) = &self.trace {
+            trace::encoded(Direction::Sent, peer, head, body);
+        }
         self.inner.flush()?;
         let socket = self.inner.get_mut();
         let mut slices = [IoSlice::new(head), IoSlice::new(body)];

@@ -10,5 +10,6 @@ pub mod frame;
 pub mod limits;
 pub mod message;
 pub mod names;
+pub mod trace;
 pub mod video;
 pub mod visible;
