@@ -196,10 +196,10 @@ impl Freshness {
         if self.seen.contains(id) {
             return Err("replayed (message id seen before)".into());
         }
-        if self.order.len() >= REPLAY_MEMORY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.seen.remove(&oldest);
-            }
+        if self.order.len() >= REPLAY_MEMORY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
         }
         self.seen.insert(id.to_string());
         self.order.push_back(id.to_string());
