@@ -345,7 +345,8 @@ pub fn clips(seconds: u32) -> std::path::PathBuf {
 /// Generated clips at the given heights, 10 fps, made once per test binary.
 pub fn clips_at(seconds: u32, heights: &[u32]) -> std::path::PathBuf {
     use std::collections::HashMap;
-    static DIRS: OnceLock<Mutex<HashMap<(u32, Vec<u32>), std::path::PathBuf>>> = OnceLock::new();
+    type ClipDirs = Mutex<HashMap<(u32, Vec<u32>), std::path::PathBuf>>;
+    static DIRS: OnceLock<ClipDirs> = OnceLock::new();
     let dirs = DIRS.get_or_init(Default::default);
     let mut dirs = dirs.lock().unwrap();
     dirs.entry((seconds, heights.to_vec()))
