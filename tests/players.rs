@@ -87,3 +87,29 @@ fn the_terminal_player_draws_true_colour_half_blocks() {
     viewer.type_text("3\r");
     assert_eq!(viewer.finish(), 0);
 }
+
+#[test]
+fn events_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    if !have("script") {
+        return;
+    }
+    let server = TestServer::start(Config::default());
+    for (no_color, name) in [(false, "tty1"), (true, "tty2")] {
+        let command = format!("'{}' client --server {} --name {name}", env!("CARGO_BIN_EXE_ciphercast"), server.addr);
+        let mut script = Command::new("script");
+        script.args(["-qfec", &command, "/dev/null"]);
+        if no_color {
+            script.env("NO_COLOR", "1");
+        } else {
+            script.env_remove("NO_COLOR");
+        }
+        let mut viewer = Process::start_command(&mut script);
+        viewer.wait_for(Stream::Out, "Connected to");
+        let guest = format!("guest{name}");
+        let (_guest, _) = support::TestClient::join(server.addr, &guest, support::identity(5));
+        let line = viewer.wait_for(Stream::Out, &format!("{guest} joined"));
+        assert_eq!(line.contains("\u{1b}[2m"), !no_color, "NO_COLOR={no_color}: {line:?}");
+        viewer.type_text("3\r");
+        assert_eq!(viewer.finish(), 0);
+    }
+}

@@ -118,6 +118,13 @@ impl Printer {
 
     /// Prints one event (one or more lines) to stdout without disturbing a prompt.
     pub(crate) fn event(&self, text: &str) {
+        let styled;
+        let text = if colour::stdout() {
+            styled = text.lines().map(colour::event_line).collect::<Vec<_>>().join("\n");
+            styled.as_str()
+        } else {
+            text
+        };
         let mut state = self.lock();
         if state.raw {
             let mut out = io::stdout().lock();
@@ -149,7 +156,8 @@ impl Printer {
             println!();
         }
         let end = if state.raw { "\r\n" } else { "\n" };
-        eprint!("error: {}{end}", text.replace('\n', end));
+        let label = if colour::stderr() { "\x1b[1;31merror:\x1b[0m" } else { "error:" };
+        eprint!("{label} {}{end}", text.replace('\n', end));
     }
 
     /// Switches CR LF line ends on or off (for a terminal in raw mode).
@@ -163,6 +171,48 @@ impl Printer {
         let mut out = io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
+    }
+}
+
+/// Colour for senders, notices and warnings — on a terminal only, and never
+/// when `NO_COLOR` is set (<https://no-color.org>). Lines arrive here already
+/// made visible, so the only escape sequences in them are the ones added here.
+mod colour {
+    use std::io::{self, IsTerminal};
+    use std::sync::OnceLock;
+
+    fn wanted(is_terminal: bool) -> bool {
+        is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    }
+
+    /// Whether stdout gets colour.
+    pub(super) fn stdout() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| wanted(io::stdout().is_terminal()))
+    }
+
+    /// Whether stderr gets colour.
+    pub(super) fn stderr() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| wanted(io::stderr().is_terminal()))
+    }
+
+    /// One event line with its parts coloured.
+    pub(super) fn event_line(line: &str) -> String {
+        const RESET: &str = "\x1b[0m";
+        if let Some(rest) = line.strip_prefix("warning:") {
+            return format!("\x1b[1;33mwarning:{RESET}{rest}");
+        }
+        if let Some(rest) = line.strip_prefix('[')
+            && let Some((sender, text)) = rest.split_once("] ")
+        {
+            return format!("\x1b[1;36m[{sender}]{RESET} {text}");
+        }
+        let notice = line.ends_with(" joined")
+            || line.contains(" left (")
+            || line.starts_with("new key for ")
+            || line.starts_with("sealed message from ");
+        if notice { format!("\x1b[2m{line}{RESET}") } else { line.to_string() }
     }
 }
 
