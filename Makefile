@@ -16,16 +16,17 @@ BIN := target/debug/ciphercast
 
 # Debian/Ubuntu packages: OpenCV, clang + libclang (opencv's binding
 # generator), pkg-config (how the opencv crate finds OpenCV); Xvfb and
-# x11-utils (xwininfo) for the test that opens a real video window.
-APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils
-BREW_PACKAGES := opencv llvm pkg-config
+# x11-utils (xwininfo) for the test that opens a real video window; tmux
+# for `make demo`.
+APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils tmux
+BREW_PACKAGES := opencv llvm pkg-config tmux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 VIDEO_FILES = $(shell ls $(VIDEOS) 2>/dev/null | grep -iE '\.(mp4|m4v|avi|mkv|mov|webm|mpg)$$')
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: deps build test videos run-server run-client fuzz
+.PHONY: deps build test videos ensure-videos run-server run-client fuzz demo demo-script
 
 deps:
 	@if [ "$$(uname)" = Darwin ]; then \
@@ -56,9 +57,19 @@ test: deps
 videos: build
 	$(BIN) videos --out $(VIDEOS)
 
-run-server: build
-	@if [ -z "$(VIDEO_FILES)" ]; then echo "No videos in $(VIDEOS)/: generating the demo videos"; $(BIN) videos --out $(VIDEOS); fi
+run-server: build ensure-videos
 	$(BIN) server --bind $(BIND) --port $(PORT) --videos $(VIDEOS)
+
+ensure-videos: build
+	@if [ -z "$(VIDEO_FILES)" ]; then echo "No videos in $(VIDEOS)/: generating the demo videos"; $(BIN) videos --out $(VIDEOS); fi
+
+# tmux, four panes: the server and alice, bob and carol already joined.
+demo: build ensure-videos
+	BIN=$(BIN) PORT=$(PORT) VIDEOS=$(VIDEOS) tools/demo.sh
+
+# The whole story without a person, narrated step by step (also part of `make test`).
+demo-script: deps
+	$(CARGO) test --test demo_script -- --nocapture
 
 run-client: build
 	$(BIN) client --server $(SERVER) --display $(DISPLAY_MODE) $(if $(NAME),--name "$(NAME)")

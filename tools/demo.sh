@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make demo`: tmux with four panes — the server and three clients (alice,
+# bob, carol) already joined — ready for an instructor to type into.
+#
+# Environment: BIN (the ciphercast binary), PORT, VIDEOS; DEMO_TMUX_SOCKET
+# (tmux -L socket name, default "ciphercast"); DEMO_DETACHED=1 to leave the
+# session running in the background instead of attaching to it.
+set -euo pipefail
+
+BIN=${BIN:-target/debug/ciphercast}
+PORT=${PORT:-8005}
+VIDEOS=${VIDEOS:-videos}
+SOCKET=${DEMO_TMUX_SOCKET:-ciphercast}
+SESSION=ciphercast
+tmux_() { tmux -L "$SOCKET" "$@"; }
+
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "tmux is not installed: run 'make deps'" >&2
+  exit 1
+fi
+if [ ! -x "$BIN" ]; then
+  echo "$BIN is missing: run 'make build'" >&2
+  exit 1
+fi
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+
+tmux_ kill-session -t "$SESSION" 2>/dev/null || true
+tmux_ new-session -d -s "$SESSION" -x 200 -y 50 \
+  "'$BIN' server --port $PORT --videos '$VIDEOS'; echo '(server stopped)'; read -r _"
+tmux_ set-option -t "$SESSION" remain-on-exit on >/dev/null
+
+# Wait until the server accepts connections before the clients join.
+for _ in $(seq 1 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+  sleep 0.1
+done
+
+for name in alice bob carol; do
+  tmux_ split-window -t "$SESSION" "'$BIN' client --server 127.0.0.1:$PORT --name $name"
+  tmux_ select-layout -t "$SESSION" tiled >/dev/null
+done
+tmux_ select-pane -t "$SESSION:0.1"
+
+if [ -n "${DEMO_DETACHED:-}" ]; then
+  echo "demo running: tmux -L $SOCKET attach -t $SESSION"
+else
+  exec tmux -L "$SOCKET" attach -t "$SESSION"
+fi
