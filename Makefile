@@ -17,9 +17,9 @@ BIN := target/debug/ciphercast
 # Debian/Ubuntu packages: OpenCV, clang + libclang (opencv's binding
 # generator), pkg-config (how the opencv crate finds OpenCV); Xvfb and
 # x11-utils (xwininfo) for the test that opens a real video window; tmux
-# for `make demo`.
-APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils tmux
-BREW_PACKAGES := opencv llvm pkg-config tmux
+# for `make demo`; tshark for the Wireshark dissector's test.
+APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils tmux tshark
+BREW_PACKAGES := opencv llvm pkg-config tmux wireshark
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 VIDEO_FILES = $(shell ls $(VIDEOS) 2>/dev/null | grep -iE '\.(mp4|m4v|avi|mkv|mov|webm|mpg)$$')
