@@ -29,7 +29,16 @@ impl Pcap {
         Pcap { bytes }
     }
 
-    fn segment(&mut self, time: u32, (src, dst): ([u8; 4], [u8; 4]), (sport, dport): (u16, u16), seq: u32, ack: u32, flags: u8, data: &[u8]) {
+    fn segment(
+        &mut self,
+        time: u32,
+        (src, dst): ([u8; 4], [u8; 4]),
+        (sport, dport): (u16, u16),
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        data: &[u8],
+    ) {
         let total = 20 + 20 + data.len();
         let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
         ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
@@ -116,7 +125,16 @@ fn the_dissector_decodes_a_recorded_exchange() {
     let output = Command::new("tshark")
         .args(["-r", path.to_str().unwrap(), "-X", &format!("lua_script:{script}"), "-Y", "ciphercast"])
         .args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"])
-        .args(["-e", "ciphercast.type", "-e", "ciphercast.from", "-e", "ciphercast.to", "-e", "ciphercast.video.resolution"])
+        .args([
+            "-e",
+            "ciphercast.type",
+            "-e",
+            "ciphercast.from",
+            "-e",
+            "ciphercast.to",
+            "-e",
+            "ciphercast.video.resolution",
+        ])
         .args(["-e", "ciphercast.video.sequence"])
         .output()
         .expect("run tshark");
@@ -124,7 +142,9 @@ fn the_dissector_decodes_a_recorded_exchange() {
     let fields = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "tshark failed: {}", String::from_utf8_lossy(&output.stderr));
     let all: Vec<&str> = fields.split(['\t', '\n', ',']).filter(|s| !s.is_empty()).collect();
-    for wanted in ["hello", "welcome", "peer_joined", "send", "sealed", "play", "stream_start", "stream_end", "alice", "bob"] {
+    for wanted in
+        ["hello", "welcome", "peer_joined", "send", "sealed", "play", "stream_start", "stream_end", "alice", "bob"]
+    {
         assert!(all.contains(&wanted), "tshark did not decode {wanted:?}:\n{fields}");
     }
     for resolution in ["24p", "48p", "96p"] {

@@ -30,7 +30,7 @@ use player::Media;
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
 use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
-use crate::shared::message::{ClientMessage, Peer, ServerMessage};
+use crate::shared::message::{ClientMessage, Peer, RefusalCode, ServerMessage};
 use crate::shared::names::validate_name;
 use crate::shared::video::Pace;
 use crate::shared::visible::visible;
@@ -175,7 +175,19 @@ pub fn run(config: Config) -> i32 {
                 }
                 match join(&config.server, &candidate, &identity, config.trace) {
                     Ok(Joined::Welcome { stream, reader, peers }) => break (candidate, stream, reader, peers),
-                    Ok(Joined::Refused(reason)) => visible(&reason).into_owned(),
+                    Ok(Joined::Refused(code, reason)) => {
+                        let hint = match code {
+                            RefusalCode::NameTaken | RefusalCode::InvalidName if !may_ask_again => {
+                                "\n  Choose another name with --name."
+                            }
+                            RefusalCode::ServerFull => {
+                                "\n  Try again when someone leaves, or ask for a larger --max-clients."
+                            }
+                            RefusalCode::Version => "\n  Use the same ciphercast version as the server.",
+                            _ => "",
+                        };
+                        format!("{}{hint}", visible(&reason))
+                    }
                     Err(e) => {
                         printer.error(&e);
                         return 1;
@@ -259,7 +271,7 @@ pub fn run(config: Config) -> i32 {
 /// The result of a hello.
 enum Joined {
     Welcome { stream: TcpStream, reader: FrameReader<TcpStream>, peers: Vec<Peer> },
-    Refused(String),
+    Refused(RefusalCode, String),
 }
 
 /// Connects, says hello, and waits for the welcome or the refusal.
@@ -291,7 +303,7 @@ fn join(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<Jo
             let _ = reader.get_mut().set_read_timeout(None);
             Ok(Joined::Welcome { stream, reader, peers })
         }
-        Ok(ServerMessage::Refused { reason, .. }) => Ok(Joined::Refused(reason)),
+        Ok(ServerMessage::Refused { code, reason }) => Ok(Joined::Refused(code, reason)),
         Ok(other) => Err(format!("unexpected reply to the hello: {other:?}")),
         Err(RecvError::Message(e)) => Err(lost(&e)),
         Err(RecvError::Frame(e)) => Err(lost(&e)),
