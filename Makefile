@@ -26,7 +26,7 @@ VIDEO_FILES = $(shell ls $(VIDEOS) 2>/dev/null | grep -iE '\.(mp4|m4v|avi|mkv|mo
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: deps build test videos ensure-videos run-server run-client fuzz demo demo-script
+.PHONY: deps build test videos ensure-videos run-server run-client fuzz demo demo-script bench
 
 deps:
 	@if [ "$$(uname)" = Darwin ]; then \
@@ -62,6 +62,11 @@ run-server: build ensure-videos
 
 ensure-videos: build
 	@if [ -z "$(VIDEO_FILES)" ]; then echo "No videos in $(VIDEOS)/: generating the demo videos"; $(BIN) videos --out $(VIDEOS); fi
+
+# Release build; the table is printed and results go to target/bench/results.json.
+bench: deps
+	$(CARGO) build --release
+	target/release/ciphercast bench
 
 # tmux, four panes: the server and alice, bob and carol already joined.
 demo: build ensure-videos

@@ -37,6 +37,17 @@ pub enum Command {
         after_help = "Examples:\n  ciphercast videos\n  ciphercast videos --out /tmp/clips --seconds 2 --fps 10 --heights 24,48,96"
     )]
     Videos(VideosArgs),
+    /// Measure joins, chat latency, concurrent viewers and memory; results to target/bench/results.json.
+    #[command(after_help = "Examples:\n  ciphercast bench\n  ciphercast bench --quick")]
+    Bench(BenchArgs),
+}
+
+/// Options of `ciphercast bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Small counts, checking outcomes only (as `make test` runs it).
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// Options of `ciphercast server`.

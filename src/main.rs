@@ -8,19 +8,29 @@ use clap::Parser;
 use log::error;
 
 use ciphercast::cli::{Cli, ClientArgs, Command, ServerArgs, VideosArgs};
-use ciphercast::{client, server, videos};
+use ciphercast::{bench, client, server, videos};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Server(_) => "info",
-        Command::Client(_) | Command::Videos(_) => "warn",
+        Command::Client(_) | Command::Videos(_) | Command::Bench(_) => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
     match cli.command {
         Command::Server(args) => run_server(args),
         Command::Client(args) => run_client(args),
         Command::Videos(args) => run_videos(args),
+        Command::Bench(args) => match bench::run(bench::Options { quick: args.quick }) {
+            Ok(path) => {
+                println!("results: {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

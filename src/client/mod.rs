@@ -9,7 +9,7 @@
 mod console;
 mod display;
 mod events;
-mod peers;
+pub(crate) mod peers;
 mod player;
 
 pub use display::Display;
