@@ -34,9 +34,7 @@ impl Pcap {
         time: u32,
         (src, dst): ([u8; 4], [u8; 4]),
         (sport, dport): (u16, u16),
-        seq: u32,
-        ack: u32,
-        flags: u8,
+        (seq, ack, flags): (u32, u32, u8),
         data: &[u8],
     ) {
         let total = 20 + 20 + data.len();
@@ -72,17 +70,17 @@ impl Pcap {
         const PSH_ACK: u8 = 0x18;
         let (client, server) = ([10, 0, 0, 2], [10, 0, 0, 1]);
         let (mut c_seq, mut s_seq) = (1000u32, 5000u32);
-        self.segment(1, (client, server), (client_port, 8005), c_seq, 0, SYN, &[]);
-        self.segment(1, (server, client), (8005, client_port), s_seq, c_seq + 1, SYN | ACK, &[]);
+        self.segment(1, (client, server), (client_port, 8005), (c_seq, 0, SYN), &[]);
+        self.segment(1, (server, client), (8005, client_port), (s_seq, c_seq + 1, SYN | ACK), &[]);
         c_seq += 1;
         s_seq += 1;
-        self.segment(1, (client, server), (client_port, 8005), c_seq, s_seq, ACK, &[]);
+        self.segment(1, (client, server), (client_port, 8005), (c_seq, s_seq, ACK), &[]);
         for chunk in sent.chunks(1400) {
-            self.segment(2, (client, server), (client_port, 8005), c_seq, s_seq, PSH_ACK, chunk);
+            self.segment(2, (client, server), (client_port, 8005), (c_seq, s_seq, PSH_ACK), chunk);
             c_seq += chunk.len() as u32;
         }
         for chunk in received.chunks(1400) {
-            self.segment(3, (server, client), (8005, client_port), s_seq, c_seq, PSH_ACK, chunk);
+            self.segment(3, (server, client), (8005, client_port), (s_seq, c_seq, PSH_ACK), chunk);
             s_seq += chunk.len() as u32;
         }
     }
