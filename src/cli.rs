@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::Display;
 use crate::server::RelayMode;
-use crate::shared::limits::{DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, DEFAULT_PORT, MAX_MAX_CLIENTS};
+use crate::shared::limits::{
+    DEFAULT_CACHE_MB, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, DEFAULT_PORT, MAX_MAX_CLIENTS,
+};
 use crate::shared::video::Pace;
 
 /// ciphercast: end-to-end encrypted chat through a relaying server, on blocking sockets.
@@ -68,6 +70,9 @@ pub struct ServerArgs {
     /// JPEG quality of streamed frames (1-100).
     #[arg(long, default_value_t = DEFAULT_JPEG_QUALITY, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
+    /// Memory for the shared cache of encoded video frames, in MiB (0: no cache).
+    #[arg(long, default_value_t = DEFAULT_CACHE_MB, value_parser = parse_cache_mb)]
+    pub cache_mb: usize,
     /// Print one line on stderr per frame sent or received (never message contents).
     #[arg(long)]
     pub trace: bool,
@@ -114,6 +119,13 @@ pub struct VideosArgs {
     /// Heights to generate, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [240u32, 720, 1440])]
     pub heights: Vec<u32>,
+}
+
+fn parse_cache_mb(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n <= 65_536 => Ok(n),
+        _ => Err("expected a whole number of MiB from 0 to 65536".into()),
+    }
 }
 
 fn parse_max_clients(text: &str) -> Result<usize, String> {

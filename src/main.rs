@@ -81,6 +81,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
         videos: args.videos,
         jpeg_quality: args.jpeg_quality,
         trace: args.trace,
+        cache_mb: args.cache_mb,
     };
     match server::run(listener, config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,

@@ -223,7 +223,13 @@ impl Handler {
                 return refuse(self, "the server cannot read its video directory".into());
             }
         };
-        let job = Job { id, video, pace, jpeg_quality: i32::from(self.context.config.jpeg_quality) };
+        let job = Job {
+            id,
+            video,
+            pace,
+            jpeg_quality: i32::from(self.context.config.jpeg_quality),
+            cache: Arc::clone(&self.context.frames),
+        };
         let flags = Arc::new(Flags::default());
         let (queue, shared) = (self.video.clone(), Arc::clone(&flags));
         info!("{}: plays {name} (stream {id}, pace {pace:?})", self.describe());

@@ -17,6 +17,7 @@
 //! thread ([`writer`]) that blocks writing to it; they share the
 //! [`registry`] of joined clients. [`Shutdown`] stops it all.
 
+mod cache;
 mod handler;
 mod library;
 mod registry;
@@ -34,7 +35,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 use log::{error, info, warn};
 
-use crate::shared::limits::{CONNECTION_STACK_BYTES, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, MAX_PENDING_JOINS};
+use crate::shared::limits::{
+    CONNECTION_STACK_BYTES, DEFAULT_CACHE_MB, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, MAX_PENDING_JOINS,
+};
 use crate::shared::message::{RefusalCode, ServerMessage, encode};
 use registry::Registry;
 
@@ -61,6 +64,8 @@ pub struct Config {
     pub jpeg_quality: u8,
     /// Print a line on stderr for every frame sent or received.
     pub trace: bool,
+    /// Budget of the shared frame cache, in MiB (0: no cache).
+    pub cache_mb: usize,
 }
 
 impl Default for Config {
@@ -71,6 +76,7 @@ impl Default for Config {
             videos: PathBuf::from("videos"),
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             trace: false,
+            cache_mb: DEFAULT_CACHE_MB,
         }
     }
 }
@@ -79,6 +85,8 @@ impl Default for Config {
 struct Context {
     config: Config,
     registry: Registry,
+    /// Encoded video frames, shared by every streaming thread.
+    frames: Arc<cache::FrameCache>,
 }
 
 /// Stops a running server from another thread (a signal handler, a test).
@@ -119,7 +127,8 @@ impl Shutdown {
 /// wakes and joins every thread, and returns.
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
     let limit = config.max_clients + MAX_PENDING_JOINS;
-    let context = Arc::new(Context { registry: Registry::new(config.max_clients), config });
+    let frames = Arc::new(cache::FrameCache::new(config.cache_mb.saturating_mul(1024 * 1024)));
+    let context = Arc::new(Context { registry: Registry::new(config.max_clients), config, frames });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
 
     // Each live connection: its thread and a handle on its socket, so that

@@ -9,10 +9,11 @@
 //! joining mid-stream cannot disturb it — the original's join-during-video
 //! crash has no place to happen.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
 use log::{debug, info};
@@ -21,7 +22,8 @@ use opencv::imgcodecs::{IMWRITE_JPEG_QUALITY, imencode};
 use opencv::prelude::*;
 use opencv::videoio::{CAP_ANY, CAP_PROP_FPS, CAP_PROP_FRAME_COUNT, CAP_PROP_POS_FRAMES, VideoCapture};
 
-use super::library::Video;
+use super::cache::{FileInfo, FrameCache, FrameKey};
+use super::library::{Resolution, Video};
 use crate::shared::frame::{FrameKind, HEADER_LEN};
 use crate::shared::limits::MAX_FRAME_LEN;
 use crate::shared::message::{ServerMessage, encode};
@@ -60,6 +62,8 @@ pub(crate) struct Job {
     pub(crate) pace: Pace,
     /// JPEG quality, 1–100.
     pub(crate) jpeg_quality: i32,
+    /// Frames already encoded, shared by every viewer.
+    pub(crate) cache: Arc<FrameCache>,
 }
 
 /// How a stream ended, for its end message.
@@ -84,21 +88,20 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
 
 fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let failed = |frames: u32, message: String| Ended { reason: EndReason::Error, frames, message: Some(message) };
-    let (mut captures, counts, fps) = match open(&job.video) {
-        Ok(opened) => opened,
-        Err(message) => return failed(0, message),
-    };
-    let total = counts.iter().copied().min().unwrap_or(0);
-    let parts = plan_ranges(total, captures.len());
+    let mut sources: Vec<Source> = job.video.resolutions.iter().map(Source::new).collect();
+    let mut infos = Vec::with_capacity(sources.len());
+    for source in &sources {
+        match job.cache.file_info(&source.path, source.modified, || probe(&source.path)) {
+            Ok(info) => infos.push(info),
+            Err(message) => return failed(0, message),
+        }
+    }
+    let total = infos.iter().map(|i| i.frames).min().unwrap_or(0);
+    // The lowest resolution sets the pace.
+    let fps = infos.first().map_or(30.0, |i| i.fps);
+    let parts = plan_ranges(total, sources.len());
     if parts.is_empty() {
         return failed(0, format!("{} has no frames", job.video.name));
-    }
-    // Seek every part's file to its first frame now, so that switching
-    // resolution mid-stream costs no decoding from the previous keyframe.
-    for &(i, first, _) in &parts {
-        if first > 0 && !captures[i].set(CAP_PROP_POS_FRAMES, f64::from(first)).unwrap_or(false) {
-            return failed(0, format!("cannot seek to frame {first} of {}", file_name(&job.video.resolutions[i].path)));
-        }
     }
     let plan = parts
         .iter()
@@ -110,35 +113,39 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
         return Ended { reason: EndReason::Stopped, frames: 0, message: None };
     }
 
-    let params = Vector::<i32>::from_slice(&[IMWRITE_JPEG_QUALITY, job.jpeg_quality]);
-    let mut picture = Mat::default();
-    let mut jpeg = Vector::<u8>::new();
+    let mut encoder = Encoder::new(job.jpeg_quality);
     let mut sent = 0u32;
     let started = Instant::now();
     for &(i, first, last) in &parts {
-        let resolution = &job.video.resolutions[i];
-        let file = file_name(&resolution.path);
-        let capture = &mut captures[i];
+        let label = &job.video.resolutions[i].label;
+        let source = &mut sources[i];
         for index in first..=last {
             if stop.load(Ordering::Relaxed) {
                 return Ended { reason: EndReason::Stopped, frames: sent, message: None };
             }
-            match capture.read(&mut picture) {
-                Ok(true) if !picture.empty() => {}
-                _ => return failed(sent, format!("cannot read frame {index} of {file}")),
-            }
-            if !imencode(".jpg", &picture, &mut jpeg, &params).unwrap_or(false) {
-                return failed(sent, format!("cannot encode frame {index} of {file}"));
-            }
+            // A frame another viewer already encoded costs no OpenCV work.
+            let key = FrameKey {
+                file: Arc::clone(&source.path),
+                modified: source.modified,
+                index,
+                quality: job.jpeg_quality,
+            };
+            let jpeg = match job.cache.get_or_encode(&key, || source.encode(index, &mut encoder)) {
+                Ok(jpeg) => jpeg,
+                Err(message) => return failed(sent, message),
+            };
             let pts = Duration::from_secs_f64(f64::from(index) / fps);
             let header = FrameHeader {
                 stream: job.id,
                 sequence: index,
                 pts_micros: pts.as_micros() as u64,
-                resolution: resolution.label.clone(),
+                resolution: label.clone(),
             };
-            let Some(item) = frame_item(&header, jpeg.as_slice()) else {
-                return failed(sent, format!("frame {index} of {file} exceeds the frame size limit"));
+            let Some(item) = frame_item(&header, jpeg) else {
+                return failed(
+                    sent,
+                    format!("frame {index} of {} exceeds the frame size limit", file_name(&source.path)),
+                );
             };
             if job.pace == Pace::Native {
                 // Sleep to the schedule rather than spin: the frame is due at start + pts.
@@ -156,28 +163,80 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     Ended { reason: EndReason::Finished, frames: sent, message: None }
 }
 
-/// Opens every resolution; returns the captures, their frame counts and the fps.
-fn open(video: &Video) -> Result<(Vec<VideoCapture>, Vec<u32>, f64), String> {
-    let mut captures = Vec::with_capacity(video.resolutions.len());
-    let mut counts = Vec::with_capacity(video.resolutions.len());
-    for resolution in &video.resolutions {
-        let file = file_name(&resolution.path);
-        let capture =
-            VideoCapture::from_file(&resolution.path, CAP_ANY).map_err(|e| format!("cannot open {file}: {e}"))?;
-        if !capture.is_opened().unwrap_or(false) {
-            return Err(format!("cannot open {file}: not a video OpenCV can read"));
-        }
-        let count = capture.get(CAP_PROP_FRAME_COUNT).unwrap_or(0.0);
-        counts.push(if count.is_finite() && count > 0.0 { count.min(f64::from(u32::MAX)) as u32 } else { 0 });
-        captures.push(capture);
+/// One resolution's file, opened only when a frame is not in the cache.
+struct Source {
+    path: Arc<Path>,
+    modified: Option<SystemTime>,
+    capture: Option<VideoCapture>,
+    /// The index of the frame the capture will read next.
+    position: u32,
+}
+
+impl Source {
+    fn new(resolution: &Resolution) -> Source {
+        let modified = std::fs::metadata(&resolution.path).and_then(|m| m.modified()).ok();
+        Source { path: Arc::from(resolution.path.as_path()), modified, capture: None, position: 0 }
     }
-    // The lowest resolution sets the pace.
-    let fps = captures
-        .first()
-        .and_then(|c| c.get(CAP_PROP_FPS).ok())
-        .filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0)
-        .unwrap_or(30.0);
-    Ok((captures, counts, fps))
+
+    /// Decodes frame `index` and encodes it as JPEG.
+    fn encode(&mut self, index: u32, encoder: &mut Encoder) -> Result<Vec<u8>, String> {
+        let file = file_name(&self.path);
+        if self.capture.is_none() {
+            self.capture = Some(open(&self.path)?);
+            self.position = 0;
+        }
+        let capture = self.capture.as_mut().ok_or_else(|| format!("cannot open {file}"))?;
+        if self.position != index {
+            // Other viewers' frames came from the cache: catch up with a seek.
+            if !capture.set(CAP_PROP_POS_FRAMES, f64::from(index)).unwrap_or(false) {
+                return Err(format!("cannot seek to frame {index} of {file}"));
+            }
+        }
+        match capture.read(&mut encoder.picture) {
+            Ok(true) if !encoder.picture.empty() => {}
+            _ => return Err(format!("cannot read frame {index} of {file}")),
+        }
+        self.position = index + 1;
+        if !imencode(".jpg", &encoder.picture, &mut encoder.jpeg, &encoder.params).unwrap_or(false) {
+            return Err(format!("cannot encode frame {index} of {file}"));
+        }
+        Ok(encoder.jpeg.to_vec())
+    }
+}
+
+/// Buffers reused from frame to frame.
+struct Encoder {
+    params: Vector<i32>,
+    picture: Mat,
+    jpeg: Vector<u8>,
+}
+
+impl Encoder {
+    fn new(quality: i32) -> Encoder {
+        Encoder {
+            params: Vector::from_slice(&[IMWRITE_JPEG_QUALITY, quality]),
+            picture: Mat::default(),
+            jpeg: Vector::new(),
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<VideoCapture, String> {
+    let file = file_name(path);
+    let capture = VideoCapture::from_file(path, CAP_ANY).map_err(|e| format!("cannot open {file}: {e}"))?;
+    if !capture.is_opened().unwrap_or(false) {
+        return Err(format!("cannot open {file}: not a video OpenCV can read"));
+    }
+    Ok(capture)
+}
+
+/// Reads a file's frame count and rate (the capture is closed again).
+fn probe(path: &Path) -> Result<FileInfo, String> {
+    let capture = open(path)?;
+    let count = capture.get(CAP_PROP_FRAME_COUNT).unwrap_or(0.0);
+    let frames = if count.is_finite() && count > 0.0 { count.min(f64::from(u32::MAX)) as u32 } else { 0 };
+    let fps = capture.get(CAP_PROP_FPS).ok().filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0).unwrap_or(30.0);
+    Ok(FileInfo { frames, fps })
 }
 
 /// A file's name without its directory: error messages never reveal the server's paths.
@@ -187,14 +246,14 @@ fn file_name(path: &std::path::Path) -> String {
 
 /// Builds the queued picture: the frame header (length, kind 1), the video
 /// header, then the JPEG. `None` if it would exceed the frame size limit.
-fn frame_item(header: &FrameHeader, jpeg: &[u8]) -> Option<VideoItem> {
+fn frame_item(header: &FrameHeader, jpeg: Arc<[u8]>) -> Option<VideoItem> {
     let mut head = Vec::with_capacity(HEADER_LEN + 24);
     head.extend_from_slice(&[0; 4]);
     head.push(FrameKind::Video as u8);
     header.encode_into(&mut head);
     let length = u32::try_from(head.len() - 4 + jpeg.len()).ok().filter(|&l| l <= MAX_FRAME_LEN)?;
     head[..4].copy_from_slice(&length.to_be_bytes());
-    Some(VideoItem::Frame { head, jpeg: jpeg.into() })
+    Some(VideoItem::Frame { head, jpeg })
 }
 
 /// Queues a picture, waiting while the viewer's queue is full but giving up

@@ -73,6 +73,9 @@ pub const OUTBOX_BYTES: usize = 32 * 1024 * 1024;
 /// own streaming thread wait instead of filling the server's memory.
 pub const VIDEO_QUEUE_FRAMES: usize = 4;
 
+/// Default budget of the server's shared frame cache, in MiB (`--cache-mb`).
+pub const DEFAULT_CACHE_MB: usize = 256;
+
 /// Default JPEG quality of streamed frames (`--jpeg-quality`).
 pub const DEFAULT_JPEG_QUALITY: u8 = 80;
 

@@ -1,0 +1,244 @@
+//! The frame cache: each (file, frame, quality) is decoded and JPEG-encoded
+//! once and shared by every viewer.
+//!
+//! Decoding a 1440p frame and encoding it as JPEG costs about 12 ms here; a
+//! streaming thread that finds its next frame in the cache does no OpenCV
+//! work at all — it clones a reference-counted buffer and queues it. The
+//! cache holds at most `--cache-mb` of JPEG bytes and forgets the least
+//! recently used frames first.
+//!
+//! When several viewers want a frame nobody has encoded yet, the first one
+//! encodes it and the others wait for that result instead of all doing the
+//! same work (no stampede at the start of a popular video).
+//!
+//! One lock guards the map; under it there are only map operations — the
+//! encoding happens outside it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+/// Identifies one encoded frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct FrameKey {
+    /// The video file.
+    pub(crate) file: Arc<Path>,
+    /// Its modification time, so a replaced file is never served stale.
+    pub(crate) modified: Option<SystemTime>,
+    /// Frame index in the file.
+    pub(crate) index: u32,
+    /// JPEG quality.
+    pub(crate) quality: i32,
+}
+
+/// What a file holds, as far as the plan is concerned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FileInfo {
+    /// Frame count as the container reports it.
+    pub(crate) frames: u32,
+    /// Frames per second.
+    pub(crate) fps: f64,
+}
+
+/// A frame being encoded by one thread while others wait for it.
+type Pending = Arc<(Mutex<Option<Option<Arc<[u8]>>>>, Condvar)>;
+
+enum Slot {
+    Ready { jpeg: Arc<[u8]>, used: u64 },
+    Pending(Pending),
+}
+
+#[derive(Default)]
+struct State {
+    frames: HashMap<FrameKey, Slot>,
+    /// Ready frames by last use, oldest first.
+    by_use: BTreeMap<u64, FrameKey>,
+    clock: u64,
+    bytes: usize,
+    files: HashMap<(PathBuf, Option<SystemTime>), FileInfo>,
+}
+
+/// The shared cache of encoded frames and file facts.
+pub(crate) struct FrameCache {
+    state: Mutex<State>,
+    budget: usize,
+}
+
+impl FrameCache {
+    /// A cache holding at most `budget_bytes` of JPEG data (0: cache nothing).
+    pub(crate) fn new(budget_bytes: usize) -> FrameCache {
+        FrameCache { state: Mutex::new(State::default()), budget: budget_bytes }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The file's frame count and rate, from the cache or from `probe`.
+    pub(crate) fn file_info(
+        &self,
+        file: &Path,
+        modified: Option<SystemTime>,
+        probe: impl FnOnce() -> Result<FileInfo, String>,
+    ) -> Result<FileInfo, String> {
+        let key = (file.to_path_buf(), modified);
+        if let Some(info) = self.lock().files.get(&key) {
+            return Ok(*info);
+        }
+        let info = probe()?;
+        self.lock().files.insert(key, info);
+        Ok(info)
+    }
+
+    /// The encoded frame for `key`: from the cache, from another thread
+    /// encoding it right now, or from `encode` (run without the lock).
+    pub(crate) fn get_or_encode(
+        &self,
+        key: &FrameKey,
+        encode: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Arc<[u8]>, String> {
+        let pending = {
+            let mut state = self.lock();
+            state.clock += 1;
+            let now = state.clock;
+            match state.frames.get_mut(key) {
+                Some(Slot::Ready { jpeg, used }) => {
+                    let (jpeg, previous) = (Arc::clone(jpeg), *used);
+                    *used = now;
+                    state.by_use.remove(&previous);
+                    state.by_use.insert(now, key.clone());
+                    return Ok(jpeg);
+                }
+                Some(Slot::Pending(pending)) => Some(Arc::clone(pending)),
+                None => {
+                    if self.budget > 0 {
+                        let pending: Pending = Arc::new((Mutex::new(None), Condvar::new()));
+                        state.frames.insert(key.clone(), Slot::Pending(pending));
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(pending) = pending {
+            // Someone else is encoding this frame: wait for their result.
+            let (result, ready) = &*pending;
+            let mut result = result.lock().unwrap_or_else(PoisonError::into_inner);
+            while result.is_none() {
+                result = ready.wait(result).unwrap_or_else(PoisonError::into_inner);
+            }
+            if let Some(Some(jpeg)) = result.as_ref() {
+                return Ok(Arc::clone(jpeg));
+            }
+            // Their attempt failed: try ourselves, uncached.
+            return encode().map(Arc::from);
+        }
+        let encoded = encode().map(Arc::<[u8]>::from);
+        if self.budget > 0 {
+            self.finish(key, encoded.as_ref().ok().cloned());
+        }
+        encoded
+    }
+
+    /// Publishes the outcome of an encoding to the cache and to any waiters.
+    fn finish(&self, key: &FrameKey, jpeg: Option<Arc<[u8]>>) {
+        let pending = {
+            let mut state = self.lock();
+            let pending = match state.frames.remove(key) {
+                Some(Slot::Pending(pending)) => Some(pending),
+                _ => None,
+            };
+            if let Some(jpeg) = &jpeg
+                && jpeg.len() <= self.budget
+            {
+                state.clock += 1;
+                let now = state.clock;
+                state.bytes += jpeg.len();
+                state.frames.insert(key.clone(), Slot::Ready { jpeg: Arc::clone(jpeg), used: now });
+                state.by_use.insert(now, key.clone());
+                // Forget the least recently used frames until within budget.
+                while state.bytes > self.budget {
+                    let Some((_, oldest)) = state.by_use.pop_first() else { break };
+                    if let Some(Slot::Ready { jpeg, .. }) = state.frames.remove(&oldest) {
+                        state.bytes -= jpeg.len();
+                    }
+                }
+            }
+            pending
+        };
+        if let Some(pending) = pending {
+            let (result, ready) = &*pending;
+            *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(jpeg);
+            ready.notify_all();
+        }
+    }
+
+    /// Bytes of JPEG data held.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn key(index: u32) -> FrameKey {
+        FrameKey { file: Arc::from(Path::new("v_240p.mp4")), modified: None, index, quality: 80 }
+    }
+
+    #[test]
+    fn encodes_each_frame_once_and_evicts_the_least_recently_used() {
+        let cache = FrameCache::new(250);
+        let encodes = AtomicUsize::new(0);
+        let encode = |byte: u8| {
+            encodes.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![byte; 100])
+        };
+        assert_eq!(cache.get_or_encode(&key(0), || encode(0)).unwrap()[0], 0);
+        assert_eq!(cache.get_or_encode(&key(0), || encode(9)).unwrap()[0], 0, "served from the cache");
+        cache.get_or_encode(&key(1), || encode(1)).unwrap();
+        cache.get_or_encode(&key(0), || encode(9)).unwrap(); // 0 is now the most recent
+        cache.get_or_encode(&key(2), || encode(2)).unwrap(); // over budget: 1 goes
+        assert_eq!(encodes.load(Ordering::SeqCst), 3);
+        assert_eq!(cache.bytes(), 200);
+        assert_eq!(cache.get_or_encode(&key(0), || encode(9)).unwrap()[0], 0);
+        assert_eq!(cache.get_or_encode(&key(1), || encode(7)).unwrap()[0], 7, "evicted, so encoded again");
+    }
+
+    #[test]
+    fn concurrent_viewers_wait_for_one_encoding() {
+        let cache = Arc::new(FrameCache::new(1 << 20));
+        let encodes = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, encodes) = (Arc::clone(&cache), Arc::clone(&encodes));
+                std::thread::spawn(move || {
+                    cache
+                        .get_or_encode(&key(5), || {
+                            encodes.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            Ok(vec![5; 10])
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert_eq!(&*thread.join().unwrap(), &[5; 10]);
+        }
+        assert_eq!(encodes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failed_encoding_is_not_cached_and_a_zero_budget_caches_nothing() {
+        let cache = FrameCache::new(1000);
+        assert!(cache.get_or_encode(&key(0), || Err("broken".into())).is_err());
+        assert_eq!(cache.get_or_encode(&key(0), || Ok(vec![1])).unwrap()[0], 1);
+        let none = FrameCache::new(0);
+        none.get_or_encode(&key(0), || Ok(vec![1])).unwrap();
+        assert_eq!(none.get_or_encode(&key(0), || Ok(vec![2])).unwrap()[0], 2);
+    }
+}
