@@ -263,15 +263,7 @@ fn a_client_that_stops_reading_is_disconnected_and_nobody_else_suffers() {
 
     // Broadcast 1 MiB envelopes (the server cannot tell they are not real
     // ciphertext) until the sleeper's outbox and socket buffers are full.
-    let template = Envelope {
-        id: "0".into(),
-        to: "bob".into(),
-        sent_at: 0,
-        wrapped_key: vec![0; 256],
-        nonce: vec![0; 12],
-        ciphertext: vec![0x5a; 1024 * 1024],
-        signature: vec![0; 256],
-    };
+    let template = support::fake_envelope("bob", "0".into(), 1024 * 1024);
     let (mut sleeper_left, mut bob_told) = (false, false);
     for i in 0..200 {
         alice.send(&ClientMessage::Send { envelope: Envelope { id: i.to_string(), ..template.clone() } });

@@ -42,10 +42,7 @@ fn the_whole_story() {
         "240,720,1440",
     ]);
     assert_eq!(generate.finish(), 0, "{:#?}", generate.stderr);
-    let mut server = Process::start(&["server", "--port", "0", "--videos", videos.to_str().unwrap()]);
-    let line = server.wait_for(Stream::Err, "listening on ");
-    let address: SocketAddr =
-        line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let (mut server, address) = Process::server(&["--videos", videos.to_str().unwrap()]);
     println!("   server | listening on {address}");
 
     narrate("1. Three clients join; each prints its fingerprint and who is online");

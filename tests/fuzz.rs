@@ -7,24 +7,15 @@ use std::io::Cursor;
 
 use ciphercast::shared::frame::{Frame, FrameKind, encode_frame, read_frame};
 use ciphercast::shared::limits::MAX_FRAME_LEN;
-use ciphercast::shared::message::{ClientMessage, ServerMessage, decode};
+use ciphercast::shared::message::{ClientMessage, decode};
 use ciphercast::shared::names::validate_name;
-use ciphercast::shared::video::FrameHeader;
 use ciphercast::shared::visible::visible;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
-/// Feeds raw bytes through everything a peer's bytes reach: frames, then
-/// each frame through both message decoders and the video header decoder.
 fn exercise(bytes: &[u8]) {
-    let mut cursor = Cursor::new(bytes);
-    for _ in 0..64 {
-        let Ok(frame) = read_frame(&mut cursor, MAX_FRAME_LEN) else { return };
-        let _ = decode::<ClientMessage>(&frame);
-        let _ = decode::<ServerMessage>(&frame);
-        let _ = FrameHeader::decode(&frame.payload);
-    }
+    ciphercast::shared::decode_untrusted(bytes);
 }
 
 fn config() -> Config {

@@ -13,15 +13,7 @@ use ciphercast::shared::frame::{FrameKind, encode_frame};
 use ciphercast::shared::message::{ClientMessage, Envelope, RefusalCode, ServerMessage};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use support::{Process, Stream, TestClient, identity, peer_key};
-
-/// Starts the server binary on a free port with `--max-clients 16`.
-fn start_server() -> (Process, SocketAddr) {
-    let mut server = Process::start(&["server", "--port", "0", "--max-clients", "16"]);
-    let line = server.wait_for(Stream::Err, "listening on ");
-    let address = line.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
-    (server, address.parse().unwrap())
-}
+use support::{Process, TestClient, fake_envelope, identity, peer_key};
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -57,7 +49,7 @@ fn raw(address: SocketAddr, bytes: &[u8]) {
 
 #[test]
 fn garbage_of_every_kind_leaves_the_server_serving_with_bounded_memory() {
-    let (mut server, address) = start_server();
+    let (mut server, address) = Process::server(&["--max-clients", "16"]);
     let pid = server.child.id();
     still_serving(address, 0);
     let baseline = rss_kib(pid);
@@ -127,15 +119,7 @@ fn garbage_of_every_kind_leaves_the_server_serving_with_bounded_memory() {
     // A message flood: large envelopes as fast as the socket takes them.
     let (mut flooder, _) = TestClient::join(address, "flooder", identity(2));
     let (mut target, _) = TestClient::join(address, "target", identity(3));
-    let envelope = Envelope {
-        id: "x".into(),
-        to: "target".into(),
-        sent_at: 0,
-        wrapped_key: vec![0; 256],
-        nonce: vec![0; 12],
-        ciphertext: vec![7; 64 * 1024],
-        signature: vec![0; 256],
-    };
+    let envelope = fake_envelope("target", "x".into(), 64 * 1024);
     let reader = std::thread::spawn(move || {
         let mut got = 0;
         while got < 500 {

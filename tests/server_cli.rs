@@ -3,19 +3,7 @@
 mod support;
 
 use ciphercast::shared::message::ServerMessage;
-use support::{Process, Stream, TestClient, identity};
-
-/// Starts `ciphercast server` on a free port and returns it with its address.
-fn start_server() -> (Process, std::net::SocketAddr) {
-    let mut server = Process::start(&["server", "--port", "0"]);
-    let line = server.wait_for(Stream::Err, "listening on ");
-    let address = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("address in log line");
-    (server, address.parse().expect("socket address"))
-}
+use support::{Process, TestClient, identity};
 
 #[test]
 fn a_port_in_use_is_an_error_with_exit_status_one() {
@@ -29,7 +17,7 @@ fn a_port_in_use_is_an_error_with_exit_status_one() {
 
 #[test]
 fn sigterm_tells_the_clients_and_exits_zero() {
-    let (mut server, address) = start_server();
+    let (mut server, address) = Process::server(&[]);
     let (mut alice, _) = TestClient::join(address, "alice", identity(0));
     let status =
         std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("run kill");

@@ -8,9 +8,8 @@ use support::{Process, Stream, clips};
 #[test]
 fn trace_shows_every_frame_of_a_message_and_a_video_but_no_plaintext() {
     let videos = clips(2);
-    let mut server = Process::start(&["server", "--port", "0", "--trace", "--videos", videos.to_str().unwrap()]);
-    let line = server.wait_for(Stream::Err, "listening on ");
-    let address = line.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+    let (mut server, address) = Process::server(&["--trace", "--videos", videos.to_str().unwrap()]);
+    let address = address.to_string();
 
     let mut bob = Process::start(&[
         "client",

@@ -179,10 +179,7 @@ fn wait_for_threads(pid: u32, count: usize) {
 #[test]
 fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
     let videos = clips(20);
-    let mut server = Process::start(&["server", "--port", "0", "--videos", videos.to_str().unwrap()]);
-    let line = server.wait_for(Stream::Err, "listening on ");
-    let address: std::net::SocketAddr =
-        line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let (mut server, address) = Process::server(&["--videos", videos.to_str().unwrap()]);
     let pid = server.child.id();
     let (mut viewer, _) = TestClient::join(address, "viewer", identity(0));
     viewer.send(&ClientMessage::ListVideos);

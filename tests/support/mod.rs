@@ -209,6 +209,20 @@ impl TestClient {
     }
 }
 
+/// An envelope the server will relay (it cannot tell it is not real
+/// ciphertext): for floods and captures.
+pub fn fake_envelope(to: &str, id: String, ciphertext_len: usize) -> ciphercast::shared::message::Envelope {
+    ciphercast::shared::message::Envelope {
+        id,
+        to: to.into(),
+        sent_at: 0,
+        wrapped_key: vec![0; 256],
+        nonce: vec![0; 12],
+        ciphertext: vec![0x5a; ciphertext_len],
+        signature: vec![0; 256],
+    }
+}
+
 /// A peer's key as a client would hold it.
 pub fn peer_key(identity: &Identity) -> PeerKey {
     PeerKey::from_pem(identity.public_pem()).expect("valid key")
@@ -264,6 +278,18 @@ impl Process {
         }
         let stdin = child.stdin.take();
         Process { child, stdin, lines, stdout: Vec::new(), stderr: Vec::new() }
+    }
+
+    /// Starts `ciphercast server --port 0 ARGS…` and returns it with the
+    /// address it logged (`listening on …`).
+    pub fn server(args: &[&str]) -> (Process, SocketAddr) {
+        let mut all = vec!["server", "--port", "0"];
+        all.extend_from_slice(args);
+        let mut server = Process::start(&all);
+        let line = server.wait_for(Stream::Err, "listening on ");
+        let address = line.split("listening on ").nth(1).and_then(|rest| rest.split_whitespace().next());
+        let address = address.and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no address in {line:?}"));
+        (server, address)
     }
 
     /// Types `text` into the client's stdin.
