@@ -35,9 +35,15 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+# One client at a time, each waiting for the previous one to be connected,
+# so they join in the order of the story: alice, bob, carol.
 for name in alice bob carol; do
-  tmux_ split-window -t "$SESSION" "'$BIN' client --server 127.0.0.1:$PORT --name $name"
+  pane=$(tmux_ split-window -P -F '#{pane_id}' -t "$SESSION" "'$BIN' client --server 127.0.0.1:$PORT --name $name")
   tmux_ select-layout -t "$SESSION" tiled >/dev/null
+  for _ in $(seq 1 100); do
+    if tmux_ capture-pane -p -t "$pane" | grep -q "Connected to"; then break; fi
+    sleep 0.1
+  done
 done
 tmux_ select-pane -t "$SESSION:0.1"
 
