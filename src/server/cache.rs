@@ -16,8 +16,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::SystemTime;
+
+use super::stream::Decoder;
 
 /// Identifies one encoded frame.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,6 +59,8 @@ struct State {
     clock: u64,
     bytes: usize,
     files: HashMap<(PathBuf, Option<SystemTime>), FileInfo>,
+    /// One decoder per file, shared while any stream uses it.
+    decoders: HashMap<(PathBuf, Option<SystemTime>), Weak<Mutex<Decoder>>>,
 }
 
 /// The shared cache of encoded frames and file facts.
@@ -89,6 +93,28 @@ impl FrameCache {
         let info = probe()?;
         self.lock().files.insert(key, info);
         Ok(info)
+    }
+
+    /// The decoder of a file, shared by every stream that plays it: frames
+    /// are read in order by whichever viewer needs the next uncached one, so
+    /// the file is decoded once, sequentially. It closes when no stream
+    /// holds it any more.
+    pub(crate) fn decoder(&self, file: &Arc<Path>) -> Arc<Mutex<Decoder>> {
+        let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        let key = (file.to_path_buf(), modified);
+        let mut state = self.lock();
+        if let Some(decoder) = state.decoders.get(&key).and_then(Weak::upgrade) {
+            return decoder;
+        }
+        state.decoders.retain(|_, weak| weak.strong_count() > 0);
+        let decoder = Arc::new(Mutex::new(Decoder::new(Arc::clone(file))));
+        state.decoders.insert(key, Arc::downgrade(&decoder));
+        decoder
+    }
+
+    /// Whether a frame is cached (or being encoded).
+    pub(crate) fn contains(&self, key: &FrameKey) -> bool {
+        self.lock().frames.contains_key(key)
     }
 
     /// The encoded frame for `key`: from the cache, from another thread

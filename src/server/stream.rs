@@ -10,8 +10,8 @@
 //! crash has no place to happen.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -88,7 +88,7 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
 
 fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let failed = |frames: u32, message: String| Ended { reason: EndReason::Error, frames, message: Some(message) };
-    let mut sources: Vec<Source> = job.video.resolutions.iter().map(Source::new).collect();
+    let sources: Vec<Source> = job.video.resolutions.iter().map(|r| Source::new(r, &job.cache)).collect();
     let mut infos = Vec::with_capacity(sources.len());
     for source in &sources {
         match job.cache.file_info(&source.path, source.modified, || probe(&source.path)) {
@@ -108,6 +108,16 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
         .map(|&(i, first, last)| PlanPart { resolution: job.video.resolutions[i].label.clone(), first, last })
         .collect();
     let start = ServerMessage::StreamStart { stream: job.id, video: job.video.name.clone(), fps, frames: total, plan };
+    // Position each part's file at its first frame before the clock starts,
+    // so a change of resolution mid-stream costs no seek (unless the frame
+    // is cached already, which costs nothing at all).
+    for &(i, first, _) in &parts {
+        if !job.cache.contains(&sources[i].key(first, job.jpeg_quality))
+            && let Err(message) = sources[i].decoder().seek(first)
+        {
+            return failed(0, message);
+        }
+    }
     let delivered = encode(&start).is_ok_and(|bytes| queue.send(VideoItem::Control(bytes.into())).is_ok());
     if !delivered {
         return Ended { reason: EndReason::Stopped, frames: 0, message: None };
@@ -118,19 +128,14 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let started = Instant::now();
     for &(i, first, last) in &parts {
         let label = &job.video.resolutions[i].label;
-        let source = &mut sources[i];
+        let source = &sources[i];
         for index in first..=last {
             if stop.load(Ordering::Relaxed) {
                 return Ended { reason: EndReason::Stopped, frames: sent, message: None };
             }
             // A frame another viewer already encoded costs no OpenCV work.
-            let key = FrameKey {
-                file: Arc::clone(&source.path),
-                modified: source.modified,
-                index,
-                quality: job.jpeg_quality,
-            };
-            let jpeg = match job.cache.get_or_encode(&key, || source.encode(index, &mut encoder)) {
+            let key = source.key(index, job.jpeg_quality);
+            let jpeg = match job.cache.get_or_encode(&key, || source.decoder().encode(index, &mut encoder)) {
                 Ok(jpeg) => jpeg,
                 Err(message) => return failed(sent, message),
             };
@@ -163,38 +168,72 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     Ended { reason: EndReason::Finished, frames: sent, message: None }
 }
 
-/// One resolution's file, opened only when a frame is not in the cache.
+/// One resolution's file as a stream sees it.
 struct Source {
     path: Arc<Path>,
     modified: Option<SystemTime>,
+    /// Shared with every other stream of this file.
+    decoder: Arc<Mutex<Decoder>>,
+}
+
+impl Source {
+    fn new(resolution: &Resolution, cache: &FrameCache) -> Source {
+        let path: Arc<Path> = Arc::from(resolution.path.as_path());
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        Source { decoder: cache.decoder(&path), path, modified }
+    }
+
+    fn key(&self, index: u32, quality: i32) -> FrameKey {
+        FrameKey { file: Arc::clone(&self.path), modified: self.modified, index, quality }
+    }
+
+    fn decoder(&self) -> MutexGuard<'_, Decoder> {
+        self.decoder.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A file's OpenCV capture, opened when a frame is first needed and shared
+/// by every stream of the file through the cache.
+pub(crate) struct Decoder {
+    path: Arc<Path>,
     capture: Option<VideoCapture>,
     /// The index of the frame the capture will read next.
     position: u32,
 }
 
-impl Source {
-    fn new(resolution: &Resolution) -> Source {
-        let modified = std::fs::metadata(&resolution.path).and_then(|m| m.modified()).ok();
-        Source { path: Arc::from(resolution.path.as_path()), modified, capture: None, position: 0 }
+impl Decoder {
+    pub(crate) fn new(path: Arc<Path>) -> Decoder {
+        Decoder { path, capture: None, position: 0 }
+    }
+
+    /// Opens the file if needed and positions it at frame `index`.
+    fn seek(&mut self, index: u32) -> Result<&mut VideoCapture, String> {
+        if self.capture.is_none() {
+            self.capture = Some(open(&self.path)?);
+            self.position = 0;
+        }
+        let file = file_name(&self.path);
+        let capture = self.capture.as_mut().ok_or_else(|| format!("cannot open {file}"))?;
+        if self.position != index {
+            if !capture.set(CAP_PROP_POS_FRAMES, f64::from(index)).unwrap_or(false) {
+                return Err(format!("cannot seek to frame {index} of {file}"));
+            }
+            self.position = index;
+        }
+        Ok(capture)
     }
 
     /// Decodes frame `index` and encodes it as JPEG.
     fn encode(&mut self, index: u32, encoder: &mut Encoder) -> Result<Vec<u8>, String> {
         let file = file_name(&self.path);
-        if self.capture.is_none() {
-            self.capture = Some(open(&self.path)?);
-            self.position = 0;
-        }
-        let capture = self.capture.as_mut().ok_or_else(|| format!("cannot open {file}"))?;
-        if self.position != index {
-            // Other viewers' frames came from the cache: catch up with a seek.
-            if !capture.set(CAP_PROP_POS_FRAMES, f64::from(index)).unwrap_or(false) {
-                return Err(format!("cannot seek to frame {index} of {file}"));
-            }
-        }
+        let capture = self.seek(index)?;
         match capture.read(&mut encoder.picture) {
             Ok(true) if !encoder.picture.empty() => {}
-            _ => return Err(format!("cannot read frame {index} of {file}")),
+            _ => {
+                // Where the capture stands after a failed read is unknown.
+                self.capture = None;
+                return Err(format!("cannot read frame {index} of {file}"));
+            }
         }
         self.position = index + 1;
         if !imencode(".jpg", &encoder.picture, &mut encoder.jpeg, &encoder.params).unwrap_or(false) {
