@@ -175,6 +175,12 @@ impl Handler {
     }
 
     fn handle_send(&mut self, envelope: Envelope) {
+        // Fault injection, compiled into unit tests only: proves that a
+        // handler that panics is contained and cleaned up (see tests below).
+        #[cfg(test)]
+        if envelope.id == tests::PANIC_ID {
+            panic!("fault injected by a test");
+        }
         if let Err(e) = envelope.check_limits() {
             return self.reply_error(e.to_string());
         }
@@ -304,5 +310,71 @@ impl Read for JoinClock {
             self.stream.set_read_timeout(Some(left))?;
         }
         (&*self.stream).read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+    use std::time::Duration;
+
+    use crate::server::{self, Config, Shutdown};
+    use crate::shared::connection::{FrameReader, FrameWriter};
+    use crate::shared::crypto::Identity;
+    use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+    use crate::shared::message::{ClientMessage, Envelope, LeaveReason, ServerMessage};
+
+    /// The envelope id that makes a handler panic.
+    pub(super) const PANIC_ID: &str = "inject-a-panic";
+
+    fn join(
+        address: std::net::SocketAddr,
+        name: &str,
+        key: &Identity,
+    ) -> (FrameReader<TcpStream>, FrameWriter<TcpStream>) {
+        let stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reader = FrameReader::new(stream.try_clone().unwrap(), MAX_FRAME_LEN);
+        let mut writer = FrameWriter::new(stream);
+        let hello =
+            ClientMessage::Hello { version: PROTOCOL_VERSION, name: name.into(), public_key: key.public_pem().into() };
+        writer.send(&hello).unwrap();
+        assert!(matches!(reader.recv::<ServerMessage>().unwrap(), ServerMessage::Welcome { .. }));
+        (reader, writer)
+    }
+
+    #[test]
+    fn a_handler_that_panics_loses_only_its_own_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new(&listener).unwrap();
+        let stopper = shutdown.clone();
+        let server = thread::spawn(move || server::run(listener, Config::default(), stopper));
+        let key = Identity::generate().unwrap();
+
+        let (mut bob, _bob_writer) = join(address, "bob", &key);
+        let (_alice, mut alice_writer) = join(address, "alice", &key);
+        assert!(matches!(bob.recv::<ServerMessage>().unwrap(), ServerMessage::PeerJoined { .. }));
+        let envelope = Envelope {
+            id: PANIC_ID.into(),
+            to: "bob".into(),
+            sent_at: 0,
+            wrapped_key: vec![],
+            nonce: vec![0; 12],
+            ciphertext: vec![],
+            signature: vec![],
+        };
+        alice_writer.send(&ClientMessage::Send { envelope }).unwrap();
+
+        // alice's handler panicked: she is cleaned up like any disconnect...
+        let left = bob.recv::<ServerMessage>().unwrap();
+        assert_eq!(left, ServerMessage::PeerLeft { name: "alice".into(), reason: LeaveReason::Disconnected });
+        // ...her name is free, and the registry (and its lock) still work.
+        let (_again, _) = join(address, "alice", &key);
+        assert!(matches!(bob.recv::<ServerMessage>().unwrap(), ServerMessage::PeerJoined { .. }));
+
+        shutdown.trigger();
+        server.join().unwrap().unwrap();
     }
 }
