@@ -29,6 +29,11 @@ FUZZ_SECONDS ?= 300
 .PHONY: deps build test videos ensure-videos run-server run-client fuzz demo demo-script bench
 
 deps:
+	@command -v cargo >/dev/null 2>&1 || { echo "make deps: Rust is not installed; install it with rustup, version 1.88 or newer"; exit 1; }
+	@rustc --version | awk '{ split($$2, v, "."); if (v[1] == 1 && v[2] < 88) { print "make deps: " $$0 " is too old; ciphercast needs Rust 1.88 or newer (rustup update)"; exit 1 } }'
+	@if command -v rustup >/dev/null 2>&1 && ! (cargo fmt --version && cargo clippy --version) >/dev/null 2>&1; then \
+	  rustup component add rustfmt clippy; \
+	fi
 	@if [ "$$(uname)" = Darwin ]; then \
 	  for p in $(BREW_PACKAGES); do brew list --versions $$p >/dev/null 2>&1 || brew install $$p; done; \
 	elif command -v dpkg-query >/dev/null 2>&1; then \
@@ -38,6 +43,9 @@ deps:
 	  done; \
 	  if [ -n "$$missing" ]; then \
 	    echo "make deps: installing$$missing"; \
+	    if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null 2>&1; then \
+	      echo "make deps: run as root, or install sudo, to install:$$missing"; exit 1; \
+	    fi; \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	  fi; \

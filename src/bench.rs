@@ -393,10 +393,13 @@ fn bench_joins(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path) -> Result<
     thread::sleep(Duration::from_millis(200));
     let rss_before = rss_kib(server.pid());
     let (tally, completions) = Tally::new(n - 1);
+    let (server_cpu_before, own_cpu_before) = (cpu_ms(server.pid()), cpu_ms(std::process::id()));
     let started = Instant::now();
     let members = join_many(&server, "c", n, keys, &tally)?;
     await_complete(&completions, n, Duration::from_secs(120))?;
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_ms(server.pid()) - server_cpu_before;
+    let clients_cpu = cpu_ms(std::process::id()) - own_cpu_before;
     thread::sleep(Duration::from_millis(300));
     let rss_per_client = (rss_kib(server.pid()) - rss_before) / n as f64;
     let total_bytes = tally.received();
@@ -411,6 +414,8 @@ fn bench_joins(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path) -> Result<
         "clients": n,
         "seconds": seconds,
         "server_bytes": total_bytes,
+        "server_cpu_ms": server_cpu,
+        "clients_cpu_ms": clients_cpu,
         "bytes_per_join_at": per_join,
     });
     let memory = json!({ "rss_kib_per_idle_client": rss_per_client });

@@ -243,6 +243,7 @@ pub(crate) mod terminal {
 
 /// Ends the process from any thread, leaving the terminal usable.
 pub(crate) fn exit(code: i32) -> ! {
+    super::display::reset_terminal_player();
     terminal::restore();
     let _ = io::stdout().flush();
     std::process::exit(code)

@@ -5,6 +5,7 @@
 //! stop (`q`, Esc, Ctrl-C in the terminal, or closing the window).
 
 use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -147,6 +148,21 @@ impl Drop for Window {
     }
 }
 
+/// Set while the terminal player has narrowed the scrolling region and put
+/// the terminal in raw mode, so that an exit from another thread (the server
+/// vanished mid-video) can put both back.
+static TERMINAL_PLAYER_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Undoes the terminal player's changes if it is active (any thread).
+pub(crate) fn reset_terminal_player() {
+    if TERMINAL_PLAYER_ACTIVE.swap(false, Ordering::SeqCst) {
+        let mut out = io::stdout();
+        let _ = write!(out, "\x1b[r\r\n");
+        let _ = out.flush();
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
 /// Rows kept at the bottom of the terminal for chat and events.
 const EVENT_ROWS: u16 = 6;
 
@@ -165,6 +181,7 @@ impl Terminal {
         let (cols, rows) = size;
         // Raw mode: keys arrive one at a time, Ctrl-C too (it stops the playback only).
         let _ = crossterm::terminal::enable_raw_mode();
+        TERMINAL_PLAYER_ACTIVE.store(true, Ordering::SeqCst);
         printer.set_raw(true);
         // Clear, then confine scrolling to the bottom rows: events printed
         // there never scroll the picture away.
@@ -235,6 +252,7 @@ impl Drop for Terminal {
         // Whole screen scrolls again; continue below everything.
         self.printer.write_raw(&format!("\x1b[r\x1b[{rows};1H\r\n"));
         let _ = crossterm::terminal::disable_raw_mode();
+        TERMINAL_PLAYER_ACTIVE.store(false, Ordering::SeqCst);
         self.printer.set_raw(false);
         let _ = io::stdout().flush();
     }

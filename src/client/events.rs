@@ -89,11 +89,12 @@ fn handle(session: &Session, message: ServerMessage) {
                 let arrival = peers.insert(&name, public_key);
                 (arrival, peers.save_known())
             };
-            let mut lines = format!("{} joined", visible(&name));
-            if let Some(line) = describe_arrival(&name, &arrival) {
-                lines.push('\n');
-                lines.push_str(&line);
-            }
+            let joined = format!("{} joined", visible(&name));
+            let lines = match (&arrival, describe_arrival(&name, &arrival)) {
+                (Arrival::InvalidName(_), Some(warning)) => warning,
+                (_, Some(notice)) => format!("{joined}\n{notice}"),
+                (_, None) => joined,
+            };
             printer.event(&lines);
             if let Err(e) = saved {
                 printer.error(&e);
@@ -133,6 +134,9 @@ pub(super) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> 
         Arrival::Changed { was, now } => Some(format!("warning: KEY CHANGED for {name}: was {was}, now {now}")),
         Arrival::Unusable => {
             Some(format!("warning: {name} sent an unusable key; messages from or to {name} will fail"))
+        }
+        Arrival::InvalidName(why) => {
+            Some(format!("warning: the server announced an invalid name \"{name}\" ({why}); ignored"))
         }
     }
 }

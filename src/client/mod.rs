@@ -29,7 +29,7 @@ use player::Media;
 
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
-use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION, WRITE_TIMEOUT};
 use crate::shared::message::{ClientMessage, Peer, RefusalCode, ServerMessage};
 use crate::shared::names::validate_name;
 use crate::shared::video::Pace;
@@ -290,7 +290,10 @@ fn join(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<Jo
         })
         .ok_or_else(|| unreachable(&last_error))?;
     let _ = stream.set_nodelay(true);
-    let lost = |e: &dyn std::fmt::Display| format!("connection to the server at {server} lost: {e}");
+    // A server that stops reading must not hang the menu (or Ctrl-C) forever.
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let lost =
+        |e: &dyn std::fmt::Display| format!("connection to the server at {server} lost: {}", visible(&e.to_string()));
     let read_half = stream.try_clone().map_err(|e| lost(&e))?;
     let _ = read_half.set_read_timeout(Some(REPLY_TIMEOUT));
     let label = trace.then(|| server.to_string());
@@ -304,7 +307,7 @@ fn join(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<Jo
             Ok(Joined::Welcome { stream, reader, peers })
         }
         Ok(ServerMessage::Refused { code, reason }) => Ok(Joined::Refused(code, reason)),
-        Ok(other) => Err(format!("unexpected reply to the hello: {other:?}")),
+        Ok(other) => Err(format!("unexpected reply to the hello: {}", visible(&format!("{other:?}")))),
         Err(RecvError::Message(e)) => Err(lost(&e)),
         Err(RecvError::Frame(e)) => Err(lost(&e)),
     }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::shared::crypto::{CryptoError, Fingerprint, PeerKey};
+use crate::shared::names::validate_name;
 
 struct Entry {
     pem: Arc<str>,
@@ -34,6 +35,9 @@ pub(crate) enum Arrival {
     Changed { was: Fingerprint, now: Fingerprint },
     /// Not a PEM key at all; the peer was not added.
     Unusable,
+    /// A name that breaks the naming rules (a lying server); not added, and
+    /// never written to the known-peers file.
+    InvalidName(String),
 }
 
 /// Everyone else connected, by name, and the fingerprints trusted so far.
@@ -51,6 +55,9 @@ impl Peers {
     /// Records a peer's key and says what it means for trust. Call
     /// [`Peers::save_known`] after a batch of arrivals.
     pub(crate) fn insert(&mut self, name: &str, pem: Arc<str>) -> Arrival {
+        if let Err(e) = validate_name(name) {
+            return Arrival::InvalidName(e.to_string());
+        }
         let Some(fingerprint) = Fingerprint::of_pem(&pem) else { return Arrival::Unusable };
         let (arrival, replaced) = match self.known.get(name) {
             None => {
@@ -205,6 +212,10 @@ mod tests {
         peers.save_known().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("bob smith {}\n", two.fingerprint()));
         assert_eq!(peers.insert("x", "garbage".into()), Arrival::Unusable);
+        // A server that announces a name with a newline cannot forge a line of the file.
+        let forged = format!("x {}\nbob smith", one.fingerprint());
+        assert!(matches!(peers.insert(&forged, one.public_pem().into()), Arrival::InvalidName(_)));
+        assert!(!peers.contains(&forged));
         fs::write(&path, "no fingerprint here\n").unwrap();
         assert!(KnownPeers::load(path).is_err());
         fs::remove_dir_all(dir).unwrap();

@@ -152,11 +152,22 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
     let mut screen = None;
     let mut stream = None;
     let mut stop_sent = false;
-    let mut started = false;
+    let mut last_heard = Instant::now();
     loop {
         let message = match media.recv_timeout(Duration::from_millis(100)) {
-            Ok(message) => message,
+            Ok(message) => {
+                last_heard = Instant::now();
+                message
+            }
             Err(RecvTimeoutError::Timeout) => {
+                // A server that goes quiet mid-stream must not hold the menu forever.
+                if last_heard.elapsed() > REPLY_WAIT {
+                    session.printer.error("the stream stalled: no video from the server for 20 s");
+                    if !stop_sent {
+                        request_stop(session, stream);
+                    }
+                    break;
+                }
                 // Keep the window responsive (and `q` working) between frames.
                 let wants_stop = screen.as_mut().is_some_and(|s: &mut Box<dyn display::Screen>| s.poll() == Wish::Stop);
                 if (wants_stop || session.stop_requested()) && !stop_sent {
@@ -168,7 +179,6 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
         };
         match message {
             Media::Start { stream: id, video: name, fps, frames } => {
-                started = true;
                 stream = Some(id);
                 stats.video = name;
                 stats.announced = frames;
@@ -220,9 +230,8 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
     drop(screen); // closes the window or gives the terminal back
     session.set_playing(false);
     session.expect_media(false);
-    if started {
-        println!("{}", stats.summary());
-    }
+    // Exactly one summary line after every playback, even one that never started.
+    println!("{}", stats.summary());
 }
 
 fn request_stop(session: &Session, stream: Option<u32>) -> bool {

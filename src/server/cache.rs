@@ -159,7 +159,16 @@ impl FrameCache {
             // Their attempt failed: try ourselves, uncached.
             return encode().map(Arc::from);
         }
-        let encoded = encode().map(Arc::<[u8]>::from);
+        // Waiters must be released even if encoding panics.
+        let encoded = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(encode)) {
+            Ok(encoded) => encoded.map(Arc::<[u8]>::from),
+            Err(panic) => {
+                if self.budget > 0 {
+                    self.finish(key, None);
+                }
+                std::panic::resume_unwind(panic);
+            }
+        };
         if self.budget > 0 {
             self.finish(key, encoded.as_ref().ok().cloned());
         }

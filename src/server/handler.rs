@@ -22,11 +22,11 @@ use crossbeam_channel::Sender;
 
 use log::{debug, error, info, warn};
 
-use super::Context;
 use super::library::{self, Video};
 use super::registry::{Outbox, Refusal, RelayError};
 use super::stream::{self, Flags, Job, VideoItem};
 use super::writer;
+use super::{Context, PendingJoin};
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;
 use crate::shared::frame::FrameError;
@@ -37,9 +37,10 @@ use crate::shared::limits::{
 use crate::shared::message::{ClientMessage, Envelope, LeaveReason, ServerMessage};
 use crate::shared::names::validate_name;
 use crate::shared::video::{EndReason, Pace};
+use crate::shared::visible::visible;
 
 /// Serves one connection until it ends. Runs on the connection's own thread.
-pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
+pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>, pending: PendingJoin) {
     let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Small frames (chat) must not wait for Nagle's algorithm; a peer that
     // stops reading must not hold its writer forever.
@@ -65,7 +66,8 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
 
     let reader = FrameReader::new(JoinClock { stream: Arc::clone(&stream), deadline: None }, MAX_HELLO_FRAME_LEN)
         .traced(context.config.trace.then(|| peer.to_string()));
-    let mut handler = Handler { context, outbox, video, playing: None, streams: 0, reader, peer, name: None };
+    let mut handler =
+        Handler { context, outbox, video, playing: None, streams: 0, reader, peer, name: None, pending: Some(pending) };
     // A bug that panics while serving one client must not leave a ghost in
     // the registry: catch it here and clean up as for any disconnect. (The
     // registry lock is never held by this thread's code across a panic
@@ -78,6 +80,9 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>) {
             LeaveReason::Disconnected
         }
     };
+    // A viewer that leaves mid-stream: its streaming thread is stopped and
+    // joined first, so no thread outlives its connection.
+    handler.stop_stream();
     if let Some(name) = &handler.name {
         handler.context.registry.leave(name, &handler.outbox, reason);
     }
@@ -103,15 +108,21 @@ struct Handler {
     peer: SocketAddr,
     /// Set once the join succeeded.
     name: Option<String>,
+    /// Counts this connection among those waiting to join, until it has.
+    pending: Option<PendingJoin>,
 }
 
 impl Handler {
     /// Joins, then serves messages until the connection ends; returns how it ended.
     fn run(&mut self) -> LeaveReason {
-        match self.join() {
+        let joined = self.join();
+        self.pending = None;
+        match joined {
             Ok(name) => self.name = Some(name),
             Err(Some(refusal)) => {
-                info!("{}: join refused: {refusal}", self.peer);
+                // The reason may quote the peer's bytes (serde names what it
+                // did not expect): never let them reach the log raw.
+                info!("{}: join refused: {}", self.peer, visible(&refusal.to_string()));
                 let _ = self.outbox.send(&ServerMessage::Refused { code: refusal.code(), reason: refusal.to_string() });
                 return LeaveReason::Disconnected;
             }
@@ -271,7 +282,7 @@ impl Handler {
     }
 
     fn reply_error(&self, message: String) {
-        debug!("{}: error reply: {message}", self.describe());
+        debug!("{}: error reply: {}", self.describe(), visible(&message));
         if self.outbox.send(&ServerMessage::Error { message }).is_err() {
             self.outbox.kick("outbox overflow while replying with errors");
         }

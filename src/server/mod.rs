@@ -28,7 +28,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -87,6 +87,18 @@ struct Context {
     registry: Registry,
     /// Encoded video frames, shared by every streaming thread.
     frames: Arc<cache::FrameCache>,
+    /// Connections accepted that have not joined (or left) yet.
+    pending: AtomicUsize,
+}
+
+/// One connection counted in [`Context::pending`] until it is dropped: when
+/// its join succeeds or fails, or its thread ends before that.
+pub(crate) struct PendingJoin(Arc<Context>);
+
+impl Drop for PendingJoin {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Stops a running server from another thread (a signal handler, a test).
@@ -128,7 +140,8 @@ impl Shutdown {
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
     let limit = config.max_clients + MAX_PENDING_JOINS;
     let frames = Arc::new(cache::FrameCache::new(config.cache_mb.saturating_mul(1024 * 1024)));
-    let context = Arc::new(Context { registry: Registry::new(config.max_clients), config, frames });
+    let context =
+        Arc::new(Context { registry: Registry::new(config.max_clients), config, frames, pending: AtomicUsize::new(0) });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
 
     // Each live connection: its thread and a handle on its socket, so that
@@ -150,12 +163,20 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             }
         };
         connections.retain(|(thread, _)| !thread.is_finished());
+        // Strangers who have not joined yet get at most MAX_PENDING_JOINS
+        // threads between them, so they cannot crowd out people who join.
+        if context.pending.load(Ordering::SeqCst) >= MAX_PENDING_JOINS {
+            refuse_at_door(stream, "too many connections are waiting to join; try again in a few seconds".into());
+            continue;
+        }
         if connections.len() >= limit {
-            refuse_at_door(stream, context.config.max_clients);
+            refuse_at_door(stream, format!("server is full ({} clients)", context.config.max_clients));
             continue;
         }
         next_id += 1;
         let (id, ctx) = (next_id, Arc::clone(&context));
+        context.pending.fetch_add(1, Ordering::SeqCst);
+        let pending = PendingJoin(Arc::clone(&context));
         let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let waker = match stream.try_clone() {
             Ok(waker) => waker,
@@ -167,7 +188,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         let spawned = thread::Builder::new()
             .name(format!("client-{peer}"))
             .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || handler::serve(stream, id, ctx));
+            .spawn(move || handler::serve(stream, id, ctx, pending));
         match spawned {
             Ok(thread) => connections.push((thread, waker)),
             Err(e) => error!("{peer}: cannot start a thread: {e}"),
@@ -188,11 +209,8 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
 }
 
 /// Turns a connection away without giving it a thread.
-fn refuse_at_door(mut stream: TcpStream, max_clients: usize) {
-    let refusal = ServerMessage::Refused {
-        code: RefusalCode::ServerFull,
-        reason: format!("server is full ({max_clients} clients)"),
-    };
+fn refuse_at_door(mut stream: TcpStream, reason: String) {
+    let refusal = ServerMessage::Refused { code: RefusalCode::ServerFull, reason };
     if let Ok(bytes) = encode(&refusal) {
         let _ = stream.set_nonblocking(true);
         let _ = stream.write_all(&bytes);

@@ -75,7 +75,10 @@ struct Ended {
 
 /// Runs one playback to its end and queues the end message.
 pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
-    let ended = stream(&job, &queue, &flags.stop);
+    // A bug in decoding must end this stream with an error, not leave the
+    // viewer (and the handler waiting for `ended`) hanging.
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream(&job, &queue, &flags.stop)))
+        .unwrap_or_else(|_| Ended { reason: EndReason::Error, frames: 0, message: Some("internal error".into()) });
     info!("stream {} of {}: {:?} after {} frame(s)", job.id, job.video.name, ended.reason, ended.frames);
     let end =
         ServerMessage::StreamEnd { stream: job.id, reason: ended.reason, frames: ended.frames, message: ended.message };

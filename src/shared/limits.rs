@@ -53,8 +53,10 @@ pub const REPLAY_MEMORY: usize = 100_000;
 /// Default `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 
-/// Largest `--max-clients`: two threads per client must stay within reason.
-pub const MAX_MAX_CLIENTS: usize = 100_000;
+/// Largest `--max-clients`: a newcomer's welcome lists every client with its
+/// key, and 8 000 entries with 8192-bit keys (about 1.6 KB each) still fit
+/// in one 16 MiB frame.
+pub const MAX_MAX_CLIENTS: usize = 8_000;
 
 /// Connections that may be waiting to join on top of `--max-clients`; beyond
 /// that the acceptor closes new connections at once, without a thread.

@@ -296,7 +296,8 @@ mod base64_bytes {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        let text = <&str>::deserialize(deserializer)?;
+        // Owned: a JSON string with escapes cannot be borrowed from the input.
+        let text = String::deserialize(deserializer)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
     }
 }
