@@ -71,6 +71,11 @@ fn the_client_rejects_or_warns_about_every_tampering() {
         Stream::Out,
         &format!("warning: KEY CHANGED for alice: was {}, now {}", alice.fingerprint(), impostor.fingerprint()),
     );
+    // A message signed with the new, unaccepted key is flagged as such.
+    let from_impostor = impostor.seal("alice", "me", &me, "trust me").unwrap();
+    to_client.send(&sealed("alice", from_impostor)).unwrap();
+    client.wait_for(Stream::Out, "warning: alice signed this with a CHANGED key");
+    client.wait_for(Stream::Out, "[alice] trust me");
     // Sending to her asks first; declining sends nothing.
     client.type_text("1\nalice\nn\n");
     client.wait_for(Stream::Out, "Send anyway? [y/N]: ");

@@ -155,7 +155,15 @@ fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
     // RSA work happens outside the peers lock (the guard above is a temporary).
     match session.identity.open(from, &key, envelope) {
         Ok(text) => match session.freshness().admit(&envelope.id, envelope.sent_at, now_millis()) {
-            Ok(()) => format_message(from, &text),
+            Ok(()) => match session.peers().unconfirmed_change(from) {
+                // Signed by a key we have not accepted yet: say so with the message.
+                Some((was, now)) => format!(
+                    "warning: {} signed this with a CHANGED key (was {was}, now {now}); not yet accepted\n{}",
+                    visible(from),
+                    format_message(from, &text)
+                ),
+                None => format_message(from, &text),
+            },
             Err(why) => format!("warning: message from {} rejected: {why}", visible(from)),
         },
         Err(e @ (CryptoError::BadSignature(_) | CryptoError::Undecryptable | CryptoError::NotUtf8)) => {
