@@ -113,3 +113,18 @@ fn events_are_coloured_on_a_terminal_unless_no_color_is_set() {
         assert_eq!(viewer.finish(), 0);
     }
 }
+
+#[test]
+fn a_window_without_a_reachable_x_server_is_an_error_not_a_crash() {
+    let server = TestServer::start(Config { videos: clips(2), ..Config::default() });
+    let mut viewer = Process::start_command(
+        Command::new(env!("CARGO_BIN_EXE_ciphercast"))
+            .args(["client", "--server", &server.addr.to_string(), "--name", "nox", "--display", "window"])
+            .env("DISPLAY", ":59"),
+    );
+    viewer.type_text("2\n1\n");
+    viewer.wait_for(Stream::Err, "error: no X server is reachable at DISPLAY=:59; try --display terminal");
+    viewer.wait_for(Stream::Out, "summary: video=Video_1");
+    // Still connected and at the menu: end of input quits normally.
+    assert_eq!(viewer.finish(), 0);
+}

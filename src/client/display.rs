@@ -17,6 +17,7 @@ use opencv::imgproc::{INTER_AREA, resize};
 use opencv::prelude::*;
 
 use super::console::Printer;
+use crate::shared::visible::visible;
 
 /// The `--display` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,10 +36,7 @@ impl Display {
     /// Resolves `auto` for this machine.
     pub(crate) fn resolve(self) -> Display {
         match self {
-            Display::Auto if cfg!(target_os = "macos") => Display::Window,
-            Display::Auto if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() => {
-                Display::Window
-            }
+            Display::Auto if window_system_reachable().is_ok() => Display::Window,
             Display::Auto if io::stdout().is_terminal() && io::stdin().is_terminal() => Display::Terminal,
             Display::Auto => Display::None,
             other => other,
@@ -64,10 +62,47 @@ pub(crate) trait Screen {
 /// Opens the screen for `display` (already resolved).
 pub(crate) fn open(display: Display, printer: &Printer) -> Result<Box<dyn Screen>, String> {
     match display {
-        Display::Window => Window::open().map(|w| Box::new(w) as Box<dyn Screen>),
+        Display::Window => {
+            window_system_reachable()?;
+            Window::open().map(|w| Box::new(w) as Box<dyn Screen>)
+        }
         Display::Terminal => Ok(Box::new(Terminal::open(printer.clone()))),
         Display::None | Display::Auto => Ok(Box::new(Headless)),
     }
+}
+
+/// Whether a window can be opened. On Linux, OpenCV's GUI (Qt or GTK) talks to
+/// the X server named by `DISPLAY` — and Qt *aborts the process* when that
+/// server is unreachable (a stale `DISPLAY` over SSH), so we try to connect
+/// to it first and fall back to the terminal instead of crashing.
+fn window_system_reachable() -> Result<(), String> {
+    if cfg!(target_os = "macos") {
+        return Ok(());
+    }
+    let display = std::env::var("DISPLAY").map_err(|_| "no DISPLAY is set; try --display terminal".to_string())?;
+    let unreachable = || format!("no X server is reachable at DISPLAY={}; try --display terminal", visible(&display));
+    let (host, screen) = display.rsplit_once(':').ok_or_else(unreachable)?;
+    let number: u16 = screen.split('.').next().and_then(|n| n.parse().ok()).ok_or_else(unreachable)?;
+    let reachable = if host.is_empty() || host == "unix" {
+        unix_socket_reachable(number)
+    } else {
+        use std::net::ToSocketAddrs;
+        (host, 6000u16.saturating_add(number))
+            .to_socket_addrs()
+            .map(|mut addrs| addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok()))
+            .unwrap_or(false)
+    };
+    if reachable { Ok(()) } else { Err(unreachable()) }
+}
+
+#[cfg(unix)]
+fn unix_socket_reachable(number: u16) -> bool {
+    std::os::unix::net::UnixStream::connect(format!("/tmp/.X11-unix/X{number}")).is_ok()
+}
+
+#[cfg(not(unix))]
+fn unix_socket_reachable(_: u16) -> bool {
+    false
 }
 
 /// Decodes a JPEG; `None` if it is not one.
