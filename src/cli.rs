@@ -122,16 +122,17 @@ pub struct VideosArgs {
 }
 
 fn parse_cache_mb(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n <= 65_536 => Ok(n),
-        _ => Err("expected a whole number of MiB from 0 to 65536".into()),
-    }
+    whole_number(text, 0..=65_536)
 }
 
 fn parse_max_clients(text: &str) -> Result<usize, String> {
+    whole_number(text, 1..=MAX_MAX_CLIENTS)
+}
+
+fn whole_number(text: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_MAX_CLIENTS).contains(&n) => Ok(n),
-        _ => Err(format!("expected a whole number from 1 to {MAX_MAX_CLIENTS}")),
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from {} to {}", range.start(), range.end())),
     }
 }
 

@@ -33,19 +33,16 @@ fn three_clients_join_and_each_ends_with_every_key() {
     // The newcomer's welcome is the whole registry: its `online:` list.
     assert_eq!(carol_saw, ["alice", "bob"]);
 
-    // The others hear of each newcomer with its exact key.
-    for (client, expected) in [(&mut alice, vec!["bob", "carol"]), (&mut bob, vec!["carol"])] {
-        for (want, who) in expected.into_iter().zip([1, 2].into_iter().skip(if client.name == "bob" { 1 } else { 0 })) {
-            match client.recv() {
-                ServerMessage::PeerJoined { name, public_key } => {
-                    assert_eq!(&*name, want);
-                    assert_eq!(
-                        peer_key(identity(who)).fingerprint(),
-                        ciphercast::shared::crypto::PeerKey::from_pem(&public_key).unwrap().fingerprint()
-                    );
-                }
-                other => panic!("{}: expected {want} joined, got {other:?}", client.name),
-            }
+    // The others hear of each newcomer, in order, with its exact key.
+    let expected = [(&mut alice, vec![("bob", 1), ("carol", 2)]), (&mut bob, vec![("carol", 2)])];
+    for (client, newcomers) in expected {
+        for (want, who) in newcomers {
+            let ServerMessage::PeerJoined { name, public_key } = client.recv() else {
+                panic!("{}: expected {want} joined", client.name)
+            };
+            assert_eq!(&*name, want);
+            let announced = ciphercast::shared::crypto::PeerKey::from_pem(&public_key).unwrap();
+            assert_eq!(announced.fingerprint(), peer_key(identity(who)).fingerprint());
         }
     }
 }

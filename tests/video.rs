@@ -155,9 +155,31 @@ fn a_corrupt_file_ends_with_error_while_the_server_stays_up() {
 
 #[test]
 fn a_second_play_while_one_runs_is_refused_but_one_after_the_end_is_not() {
-    let server = server_with(clips(2));
+    let server = server_with(clips(20));
     let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
-    assert_eq!(play(&mut viewer, "Video_1", Pace::None).end.0, EndReason::Finished);
+    viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native });
+    let first = match viewer.recv() {
+        ServerMessage::StreamStart { stream, .. } => stream,
+        other => panic!("expected a stream start, got {other:?}"),
+    };
+    // While stream 1 plays, a second play is answered with an error end of
+    // its own; stream 1 goes on until it is stopped.
+    viewer.send(&ClientMessage::Play { video: "Video_2".into(), pace: Pace::Native });
+    viewer.send(&ClientMessage::Stop { stream: first });
+    let mut ends = Vec::new();
+    while ends.len() < 2 {
+        let frame = viewer.read_frame();
+        if frame.kind == FrameKind::Control
+            && let ServerMessage::StreamEnd { stream, reason, message, .. } =
+                ciphercast::shared::message::decode(&frame).unwrap()
+        {
+            ends.push((stream, reason, message.unwrap_or_default()));
+        }
+    }
+    let refused = ends.iter().find(|(stream, ..)| *stream != first).expect("an end for the second play");
+    assert_eq!(refused.1, EndReason::Error);
+    assert!(refused.2.contains("already playing"), "{refused:?}");
+    assert!(ends.iter().any(|(stream, reason, _)| *stream == first && *reason == EndReason::Stopped), "{ends:?}");
     // Straight after the end: accepted.
     assert_eq!(play(&mut viewer, "Video_1", Pace::None).end.0, EndReason::Finished);
 }

@@ -99,8 +99,7 @@ impl FrameCache {
     /// are read in order by whichever viewer needs the next uncached one, so
     /// the file is decoded once, sequentially. It closes when no stream
     /// holds it any more.
-    pub(crate) fn decoder(&self, file: &Arc<Path>) -> Arc<Mutex<Decoder>> {
-        let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    pub(crate) fn decoder(&self, file: &Arc<Path>, modified: Option<SystemTime>) -> Arc<Mutex<Decoder>> {
         let key = (file.to_path_buf(), modified);
         let mut state = self.lock();
         if let Some(decoder) = state.decoders.get(&key).and_then(Weak::upgrade) {

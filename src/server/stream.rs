@@ -183,7 +183,7 @@ impl Source {
     fn new(resolution: &Resolution, cache: &FrameCache) -> Source {
         let path: Arc<Path> = Arc::from(resolution.path.as_path());
         let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        Source { decoder: cache.decoder(&path), path, modified }
+        Source { decoder: cache.decoder(&path, modified), path, modified }
     }
 
     fn key(&self, index: u32, quality: i32) -> FrameKey {

@@ -25,22 +25,41 @@ pub enum Direction {
 
 /// Prints the trace line of one frame.
 pub fn frame(direction: Direction, peer: &str, kind: FrameKind, payload: &[u8]) {
+    print_line(direction, peer, kind, payload.len() + 5, &summary(kind, payload));
+}
+
+/// Prints the trace line of an encoded frame (header included), whose
+/// payload may continue in `extra` (a video frame's JPEG, not copied).
+pub fn encoded(direction: Direction, peer: &str, frame_bytes: &[u8], extra: &[u8]) {
+    let Some(kind) = frame_bytes.get(4).and_then(|&k| FrameKind::try_from(k).ok()) else { return };
+    let payload = &frame_bytes[5..];
+    let text = match kind {
+        FrameKind::Video if !extra.is_empty() => video_summary(payload, extra.len()),
+        _ => summary(kind, payload),
+    };
+    print_line(direction, peer, kind, frame_bytes.len() + extra.len(), &text);
+}
+
+fn print_line(direction: Direction, peer: &str, kind: FrameKind, size: usize, summary: &str) {
     let arrow = match direction {
         Direction::Received => "recv",
         Direction::Sent => "send",
     };
-    eprintln!("trace: {arrow} {peer} {} {} B {}", kind_name(kind), payload.len() + 5, summary(kind, payload));
+    eprintln!("trace: {arrow} {peer} {} {size} B {summary}", kind_name(kind));
 }
 
-/// Prints the trace line of an encoded frame (header included).
-pub fn encoded(direction: Direction, peer: &str, frame_bytes: &[u8], extra: &[u8]) {
-    let Some(kind) = frame_bytes.get(4).and_then(|&k| FrameKind::try_from(k).ok()) else { return };
-    if extra.is_empty() {
-        frame(direction, peer, kind, &frame_bytes[5..]);
-    } else {
-        let mut payload = frame_bytes[5..].to_vec();
-        payload.extend_from_slice(extra);
-        frame(direction, peer, kind, &payload);
+/// A video frame's summary from its header (at the front of `payload`) and
+/// the JPEG's size beyond what `payload` holds.
+fn video_summary(payload: &[u8], more_jpeg: usize) -> String {
+    match FrameHeader::decode(payload) {
+        Ok((header, jpeg)) => format!(
+            "stream={} seq={} {} jpeg={} B",
+            header.stream,
+            header.sequence,
+            visible(&header.resolution),
+            jpeg.len() + more_jpeg
+        ),
+        Err(_) => "malformed video header".into(),
     }
 }
 
@@ -54,16 +73,7 @@ fn kind_name(kind: FrameKind) -> &'static str {
 /// The short description of a frame's payload.
 pub fn summary(kind: FrameKind, payload: &[u8]) -> String {
     match kind {
-        FrameKind::Video => match FrameHeader::decode(payload) {
-            Ok((header, jpeg)) => format!(
-                "stream={} seq={} {} jpeg={} B",
-                header.stream,
-                header.sequence,
-                visible(&header.resolution),
-                jpeg.len()
-            ),
-            Err(_) => "malformed video header".into(),
-        },
+        FrameKind::Video => video_summary(payload, 0),
         FrameKind::Control => match serde_json::from_slice::<Value>(payload) {
             Ok(value) => control_summary(&value),
             Err(_) => "not JSON".into(),
