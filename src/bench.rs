@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde_json::{Value, json};
 
+use crate::cli::BenchPhase;
 use crate::client::peers::{KnownPeers, Peers};
 use crate::shared::connection::{FrameReader, FrameWriter};
 use crate::shared::crypto::{Identity, PeerKey};
@@ -40,6 +41,8 @@ use crate::videos;
 pub struct Options {
     /// Small counts, outcomes only (for `make test`).
     pub quick: bool,
+    /// One phase only (results to `results-PHASE.json`).
+    pub only: Option<BenchPhase>,
 }
 
 /// The counts of one run.
@@ -114,12 +117,20 @@ pub fn run(options: Options) -> Result<PathBuf, String> {
     }
     let keys = Arc::new(keys);
 
-    eprintln!("bench: joins");
-    let (join, server_memory) = bench_joins(&plan, &keys, &videos)?;
-    eprintln!("bench: chat");
-    let chat = bench_chat(&plan, &keys, &videos, keygen_ms)?;
-    eprintln!("bench: viewers");
-    let viewers = bench_viewers(&plan, &keys, &videos)?;
+    let wanted = |phase: BenchPhase| options.only.is_none_or(|only| only == phase);
+    let (mut join, mut server_memory, mut chat, mut viewers) = (Value::Null, Value::Null, Value::Null, Value::Null);
+    if wanted(BenchPhase::Join) {
+        eprintln!("bench: joins");
+        (join, server_memory) = bench_joins(&plan, &keys, &videos)?;
+    }
+    if wanted(BenchPhase::Chat) {
+        eprintln!("bench: chat");
+        chat = bench_chat(&plan, &keys, &videos, keygen_ms)?;
+    }
+    if wanted(BenchPhase::Viewers) {
+        eprintln!("bench: viewers");
+        viewers = bench_viewers(&plan, &keys, &videos)?;
+    }
 
     let results = json!({
         "machine": machine(),
@@ -130,7 +141,10 @@ pub fn run(options: Options) -> Result<PathBuf, String> {
         "server": server_memory,
     });
     print_table(&results);
-    let path = dir.join("results.json");
+    let path = match options.only {
+        Some(phase) => dir.join(format!("results-{}.json", format!("{phase:?}").to_lowercase())),
+        None => dir.join("results.json"),
+    };
     let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     fs::write(&path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)

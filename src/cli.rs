@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::client::Display;
 use crate::server::RelayMode;
@@ -40,7 +40,7 @@ pub enum Command {
     )]
     Videos(VideosArgs),
     /// Measure joins, chat latency, concurrent viewers and memory; results to target/bench/results.json.
-    #[command(after_help = "Examples:\n  ciphercast bench\n  ciphercast bench --quick")]
+    #[command(after_help = "Examples:\n  ciphercast bench\n  ciphercast bench --quick\n  ciphercast bench --only chat")]
     Bench(BenchArgs),
 }
 
@@ -50,6 +50,20 @@ pub struct BenchArgs {
     /// Small counts, checking outcomes only (as `make test` runs it).
     #[arg(long)]
     pub quick: bool,
+    /// Run one phase only; its results go to results-PHASE.json.
+    #[arg(long, value_enum)]
+    pub only: Option<BenchPhase>,
+}
+
+/// A phase of `ciphercast bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchPhase {
+    /// 1000 joins, bytes per join, memory per client.
+    Join,
+    /// Chat latency, idle and with streams; crypto costs.
+    Chat,
+    /// Concurrent real-time viewers.
+    Viewers,
 }
 
 /// Options of `ciphercast server`.

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Command::Server(args) => run_server(args),
         Command::Client(args) => run_client(args),
         Command::Videos(args) => run_videos(args),
-        Command::Bench(args) => match bench::run(bench::Options { quick: args.quick }) {
+        Command::Bench(args) => match bench::run(bench::Options { quick: args.quick, only: args.only }) {
             Ok(path) => {
                 println!("results: {}", path.display());
                 ExitCode::SUCCESS

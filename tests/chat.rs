@@ -308,3 +308,50 @@ fn shutdown_tells_every_client_and_returns() {
     let rest = alice.recv_until_closed();
     assert!(rest.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })), "{rest:?}");
 }
+
+#[test]
+fn a_whole_class_connecting_at_once_is_admitted() {
+    // More connections than may wait to join at a time, all open before
+    // anyone says hello: the acceptor waits for places instead of refusing.
+    let server = TestServer::with_defaults();
+    let count = ciphercast::shared::limits::MAX_PENDING_JOINS * 2 + 10;
+    let mut connected: Vec<TestClient> = (0..count).map(|_| TestClient::connect(server.addr)).collect();
+    for (i, client) in connected.iter_mut().enumerate() {
+        client.send(&ClientMessage::Hello {
+            version: ciphercast::shared::limits::PROTOCOL_VERSION,
+            name: format!("student{i}"),
+            public_key: identity(i % 4).public_pem().into(),
+        });
+    }
+    for (i, client) in connected.iter_mut().enumerate() {
+        let reply = client.recv();
+        assert!(matches!(reply, ServerMessage::Welcome { .. }), "student{i} got {reply:?}");
+    }
+}
+
+#[test]
+fn strangers_who_never_join_cannot_take_every_thread() {
+    let server = TestServer::with_defaults();
+    let strangers: Vec<TestClient> =
+        (0..ciphercast::shared::limits::MAX_PENDING_JOINS).map(|_| TestClient::connect(server.addr)).collect();
+    // Every waiting place is taken and nobody leaves it: after a short wait
+    // the next connection is turned away, with a reason, without a thread.
+    let (_, reply) = TestClient::hello(server.addr, "latecomer", identity(0).public_pem());
+    match reply {
+        ServerMessage::Refused { reason, .. } => assert!(reason.contains("waiting to join"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(strangers);
+    // Their places come free once they go: joining works again.
+    let mut joined = None;
+    for _ in 0..50 {
+        if let (client, ServerMessage::Welcome { .. }) =
+            TestClient::hello(server.addr, "latecomer", identity(0).public_pem())
+        {
+            joined = Some(client);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(joined.is_some(), "nobody could join after the strangers left");
+}

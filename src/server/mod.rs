@@ -27,8 +27,8 @@ mod writer;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use clap::ValueEnum;
 use log::{error, info, warn};
 
 use crate::shared::limits::{
-    CONNECTION_STACK_BYTES, DEFAULT_CACHE_MB, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, MAX_PENDING_JOINS,
+    CONNECTION_STACK_BYTES, DEFAULT_CACHE_MB, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, DOOR_WAIT, MAX_PENDING_JOINS,
 };
 use crate::shared::message::{RefusalCode, ServerMessage, encode};
 use registry::Registry;
@@ -88,16 +88,50 @@ struct Context {
     /// Encoded video frames, shared by every streaming thread.
     frames: Arc<cache::FrameCache>,
     /// Connections accepted that have not joined (or left) yet.
-    pending: AtomicUsize,
+    door: Door,
 }
 
-/// One connection counted in [`Context::pending`] until it is dropped: when
-/// its join succeeds or fails, or its thread ends before that.
+/// Counts the connections that have not joined yet, so that strangers who
+/// never say hello cannot take every thread. When [`MAX_PENDING_JOINS`] are
+/// waiting, the acceptor waits for one of them to finish before accepting
+/// more: a whole class connecting at once queues in the listen backlog
+/// instead of being turned away.
+#[derive(Default)]
+struct Door {
+    waiting: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Door {
+    /// Counts one more waiting connection, after waiting up to
+    /// [`DOOR_WAIT`] for a place; false if none came free.
+    fn enter(&self) -> bool {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut waiting, _) = self
+            .freed
+            .wait_timeout_while(waiting, DOOR_WAIT, |waiting| *waiting >= MAX_PENDING_JOINS)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *waiting >= MAX_PENDING_JOINS {
+            return false;
+        }
+        *waiting += 1;
+        true
+    }
+
+    fn leave(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        *waiting = waiting.saturating_sub(1);
+        self.freed.notify_one();
+    }
+}
+
+/// One connection counted by the [`Door`] until it is dropped: when its join
+/// succeeds or fails, or its thread ends before that.
 pub(crate) struct PendingJoin(Arc<Context>);
 
 impl Drop for PendingJoin {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+        self.0.door.leave();
     }
 }
 
@@ -141,7 +175,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
     let limit = config.max_clients + MAX_PENDING_JOINS;
     let frames = Arc::new(cache::FrameCache::new(config.cache_mb.saturating_mul(1024 * 1024)));
     let context =
-        Arc::new(Context { registry: Registry::new(config.max_clients), config, frames, pending: AtomicUsize::new(0) });
+        Arc::new(Context { registry: Registry::new(config.max_clients), config, frames, door: Door::default() });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
 
     // Each live connection: its thread and a handle on its socket, so that
@@ -163,19 +197,18 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             }
         };
         connections.retain(|(thread, _)| !thread.is_finished());
-        // Strangers who have not joined yet get at most MAX_PENDING_JOINS
-        // threads between them, so they cannot crowd out people who join.
-        if context.pending.load(Ordering::SeqCst) >= MAX_PENDING_JOINS {
-            refuse_at_door(stream, "too many connections are waiting to join; try again in a few seconds".into());
-            continue;
-        }
         if connections.len() >= limit {
             refuse_at_door(stream, format!("server is full ({} clients)", context.config.max_clients));
             continue;
         }
+        // Strangers who have not joined yet get at most MAX_PENDING_JOINS
+        // threads between them, so they cannot crowd out people who join.
+        if !context.door.enter() {
+            refuse_at_door(stream, "too many connections are waiting to join; try again in a few seconds".into());
+            continue;
+        }
         next_id += 1;
         let (id, ctx) = (next_id, Arc::clone(&context));
-        context.pending.fetch_add(1, Ordering::SeqCst);
         let pending = PendingJoin(Arc::clone(&context));
         let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let waker = match stream.try_clone() {

@@ -59,8 +59,13 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 pub const MAX_MAX_CLIENTS: usize = 8_000;
 
 /// Connections that may be waiting to join on top of `--max-clients`; beyond
-/// that the acceptor closes new connections at once, without a thread.
+/// that the acceptor waits up to [`DOOR_WAIT`] for one of them to finish
+/// (the others queue in the listen backlog), then turns the newcomer away
+/// without a thread.
 pub const MAX_PENDING_JOINS: usize = 64;
+
+/// How long the acceptor waits for a place among [`MAX_PENDING_JOINS`].
+pub const DOOR_WAIT: Duration = Duration::from_secs(2);
 
 /// Control messages that may wait in one client's outbox. A client that lets
 /// this many pile up is not reading, and is disconnected.
