@@ -31,7 +31,7 @@ use crate::client::peers::{KnownPeers, Peers};
 use crate::shared::connection::{FrameReader, FrameWriter};
 use crate::shared::crypto::{Identity, PeerKey};
 use crate::shared::frame::FrameKind;
-use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+use crate::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use crate::shared::message::{ClientMessage, Envelope, ServerMessage, decode};
 use crate::shared::video::{FrameHeader, Pace};
 use crate::videos;
@@ -312,12 +312,12 @@ impl Drop for Member {
 
 fn read_loop(stream: TcpStream, tally: Tally) {
     let Tally { target, received, reports } = tally;
-    let mut reader = FrameReader::new(stream, MAX_FRAME_LEN);
+    let mut reader = FrameReader::with_buffer(stream, MAX_FRAME_LEN, CLIENT_READ_BUFFER);
     let mut peers = Peers::new(KnownPeers::default());
     let mut reported = usize::MAX;
     let mut frames = Vec::new();
     let (mut announced, mut fps) = (0, 0.0);
-    while let Ok(frame) = reader.read_frame() {
+    while let Ok(frame) = reader.next_frame() {
         received.fetch_add(frame.payload.len() as u64 + 5, Ordering::Relaxed);
         if frame.kind == FrameKind::Video {
             if let Ok((header, _)) = FrameHeader::decode(&frame.payload) {
@@ -325,7 +325,7 @@ fn read_loop(stream: TcpStream, tally: Tally) {
             }
             continue;
         }
-        let Ok(message) = decode::<ServerMessage>(&frame) else { continue };
+        let Ok(message) = decode::<ServerMessage>(frame) else { continue };
         match message {
             ServerMessage::Welcome { peers: list, .. } => {
                 for peer in list {

@@ -323,9 +323,25 @@ fn a_whole_class_connecting_at_once_is_admitted() {
             public_key: identity(i % 4).public_pem().into(),
         });
     }
+    // Joins that arrive together are admitted together; each student's
+    // registry must still end up with every classmate exactly once: those
+    // in its welcome, then one announcement for each later one.
     for (i, client) in connected.iter_mut().enumerate() {
-        let reply = client.recv();
-        assert!(matches!(reply, ServerMessage::Welcome { .. }), "student{i} got {reply:?}");
+        let me = format!("student{i}");
+        let mut known: Vec<String> = match client.recv() {
+            ServerMessage::Welcome { peers, .. } => peers.iter().map(|p| p.name.to_string()).collect(),
+            other => panic!("{me} got {other:?}"),
+        };
+        while known.len() < count - 1 {
+            match client.recv() {
+                ServerMessage::PeerJoined { name, .. } => known.push(name.to_string()),
+                other => panic!("{me} got {other:?}"),
+            }
+        }
+        known.sort();
+        known.dedup();
+        assert_eq!(known.len(), count - 1, "{me} was told about someone twice");
+        assert!(!known.contains(&me), "{me} was told about itself");
     }
 }
 

@@ -32,7 +32,7 @@ use crate::shared::visible::visible;
 /// server is gone: say so and exit with status 1.
 pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
     let ended = loop {
-        let frame = match reader.read_frame() {
+        let frame = match reader.next_frame() {
             Ok(frame) => frame,
             Err(FrameError::Closed) => break "the server closed the connection".to_string(),
             Err(e) => break format!("connection to the server lost: {e}"),
@@ -47,7 +47,7 @@ pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, med
             }
             continue;
         }
-        match decode::<ServerMessage>(&frame) {
+        match decode::<ServerMessage>(frame) {
             Ok(ServerMessage::Goodbye) => return,
             Ok(ServerMessage::ServerClosing { reason }) => break format!("the server closed: {}", visible(&reason)),
             Ok(ServerMessage::VideoList { videos }) => forward(&session, &media, Media::List(videos)),

@@ -29,7 +29,7 @@ use player::Media;
 
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
-use crate::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION, WRITE_TIMEOUT};
+use crate::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, PROTOCOL_VERSION, WRITE_TIMEOUT};
 use crate::shared::message::{ClientMessage, Peer, RefusalCode, ServerMessage};
 use crate::shared::names::validate_name;
 use crate::shared::video::Pace;
@@ -297,7 +297,7 @@ fn join(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<Jo
     let read_half = stream.try_clone().map_err(|e| lost(&e))?;
     let _ = read_half.set_read_timeout(Some(REPLY_TIMEOUT));
     let label = trace.then(|| server.to_string());
-    let mut reader = FrameReader::new(read_half, MAX_FRAME_LEN).traced(label.clone());
+    let mut reader = FrameReader::with_buffer(read_half, MAX_FRAME_LEN, CLIENT_READ_BUFFER).traced(label.clone());
     let hello =
         ClientMessage::Hello { version: PROTOCOL_VERSION, name: name.into(), public_key: identity.public_pem().into() };
     FrameWriter::new(&stream).traced(label).send(&hello).map_err(|e| lost(&e))?;

@@ -93,34 +93,44 @@ struct Context {
 
 /// Counts the connections that have not joined yet, so that strangers who
 /// never say hello cannot take every thread. When [`MAX_PENDING_JOINS`] are
-/// waiting, the acceptor waits for one of them to finish before accepting
-/// more: a whole class connecting at once queues in the listen backlog
-/// instead of being turned away.
+/// waiting, the acceptor waits up to [`DOOR_WAIT`] for one of them to finish
+/// before accepting more: a whole class connecting at once queues in the
+/// listen backlog instead of being turned away. If no place comes free in
+/// that time, the door is jammed (strangers are sitting on every place) and
+/// newcomers are turned away at once until a place frees up.
 #[derive(Default)]
 struct Door {
-    waiting: Mutex<usize>,
+    state: Mutex<DoorState>,
     freed: Condvar,
 }
 
+#[derive(Default)]
+struct DoorState {
+    waiting: usize,
+    jammed: bool,
+}
+
 impl Door {
-    /// Counts one more waiting connection, after waiting up to
-    /// [`DOOR_WAIT`] for a place; false if none came free.
+    /// Counts one more waiting connection, if a place is free or comes free
+    /// in time; false if the newcomer must be turned away.
     fn enter(&self) -> bool {
-        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut waiting, _) = self
-            .freed
-            .wait_timeout_while(waiting, DOOR_WAIT, |waiting| *waiting >= MAX_PENDING_JOINS)
-            .unwrap_or_else(PoisonError::into_inner);
-        if *waiting >= MAX_PENDING_JOINS {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let full = |state: &mut DoorState| state.waiting >= MAX_PENDING_JOINS;
+        let wait = if state.jammed { Duration::ZERO } else { DOOR_WAIT };
+        let (mut state, _) =
+            self.freed.wait_timeout_while(state, wait, |state| full(state)).unwrap_or_else(PoisonError::into_inner);
+        if full(&mut state) {
+            state.jammed = true;
             return false;
         }
-        *waiting += 1;
+        state.waiting += 1;
         true
     }
 
     fn leave(&self) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        *waiting = waiting.saturating_sub(1);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.waiting = state.waiting.saturating_sub(1);
+        state.jammed = false;
         self.freed.notify_one();
     }
 }

@@ -9,6 +9,7 @@
 //! newcomer's welcome always comes before any later join or leave.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +18,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{info, warn};
 use thiserror::Error;
 
+use crate::shared::connection::FrameWriter;
 use crate::shared::crypto::CryptoError;
 use crate::shared::frame::FrameError;
 use crate::shared::limits::{OUTBOX_BYTES, OUTBOX_MESSAGES, PROTOCOL_VERSION};
@@ -79,9 +81,20 @@ pub enum RelayError {
 
 /// Something queued for one client's writer thread.
 pub(crate) enum Outgoing {
-    /// A complete encoded frame. Shared: a broadcast encodes once and queues
-    /// the same bytes for everyone.
-    Frame(Arc<[u8]>),
+    /// Encoded frames, back to back, from `start` on. Shared: a broadcast
+    /// encodes once and queues the same bytes for everyone, and a batch of
+    /// joins queues all its announcements as one item, which the writer
+    /// sends with one system call.
+    Frames {
+        /// One or more complete frames.
+        bytes: Arc<[u8]>,
+        /// Where this client's part begins (a newcomer in a batch of joins
+        /// skips the announcements of those admitted before it).
+        start: usize,
+        /// Joins and leaves of others: the writer may hold these back for a
+        /// moment to send a burst of them together.
+        update: bool,
+    },
     /// The welcome, encoded by the newcomer's own writer thread from a
     /// snapshot taken under the lock, so the lock is not held while a
     /// thousand keys are turned into JSON.
@@ -94,22 +107,37 @@ pub(crate) enum Outgoing {
 }
 
 impl Outgoing {
+    /// One whole encoded frame (or several) for everyone.
+    fn shared(bytes: &Arc<[u8]>) -> Outgoing {
+        Outgoing::Frames { bytes: Arc::clone(bytes), start: 0, update: false }
+    }
+
+    /// Announcements of joins or leaves, from `start` on.
+    fn update(bytes: &Arc<[u8]>, start: usize) -> Outgoing {
+        Outgoing::Frames { bytes: Arc::clone(bytes), start, update: true }
+    }
+
+    /// Whether this is a registry update that may wait a moment.
+    pub(crate) fn is_update(&self) -> bool {
+        matches!(self, Outgoing::Frames { update: true, .. })
+    }
+
     /// Bytes this item accounts for in the outbox budget.
     fn cost(&self) -> usize {
         match self {
-            Outgoing::Frame(bytes) => bytes.len(),
+            Outgoing::Frames { bytes, start, .. } => bytes.len().saturating_sub(*start),
             Outgoing::Welcome { peers, .. } => peers.iter().map(|p| p.name.len() + p.public_key.len()).sum(),
         }
     }
 
-    /// The bytes to write.
-    pub(crate) fn encode(&self) -> Result<Arc<[u8]>, FrameError> {
+    /// Writes the item's frames, without flushing.
+    pub(crate) fn write_to<W: Write>(&self, writer: &mut FrameWriter<W>) -> Result<(), FrameError> {
         match self {
-            Outgoing::Frame(bytes) => Ok(Arc::clone(bytes)),
+            Outgoing::Frames { bytes, start, .. } => writer.write_encoded(bytes.get(*start..).unwrap_or_default()),
             Outgoing::Welcome { name, peers } => {
                 let welcome =
                     ServerMessage::Welcome { version: PROTOCOL_VERSION, name: name.to_string(), peers: peers.clone() };
-                Ok(encode(&welcome)?.into())
+                writer.write_encoded(&encode(&welcome)?)
             }
         }
     }
@@ -185,7 +213,7 @@ impl Outbox {
     /// Queues a control message.
     pub(crate) fn send(&self, message: &ServerMessage) -> Result<(), Overflow> {
         match encode(message) {
-            Ok(bytes) => self.push(Outgoing::Frame(bytes.into())),
+            Ok(bytes) => self.push(Outgoing::shared(&bytes.into())),
             Err(e) => {
                 warn!("cannot encode a message for connection {}: {e}", self.id);
                 Ok(())
@@ -217,59 +245,54 @@ struct State {
 /// The shared registry of joined clients.
 pub(crate) struct Registry {
     state: Mutex<State>,
+    /// Joins waiting to be admitted by whoever takes `state` next.
+    arrivals: Mutex<Vec<JoinRequest>>,
     max_clients: usize,
+}
+
+/// A newcomer waiting on [`Registry::join`].
+struct JoinRequest {
+    name: Arc<str>,
+    public_key: Arc<str>,
+    outbox: Outbox,
+    /// Where the admitting thread answers: the count online, or why not.
+    reply: Sender<Result<usize, Refusal>>,
 }
 
 impl Registry {
     /// An empty registry admitting at most `max_clients`.
     pub(crate) fn new(max_clients: usize) -> Registry {
-        Registry { state: Mutex::new(State::default()), max_clients }
+        Registry { state: Mutex::new(State::default()), arrivals: Mutex::default(), max_clients }
     }
 
-    /// Takes the lock. No code panics while holding it, but if one ever
-    /// did, the map is still consistent (every update is a single insert or
-    /// remove), so the others carry on instead of inheriting the panic.
+    /// Takes the registry's lock (see [`lock`]).
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Adds a client: the newcomer is queued the whole registry, everyone
     /// else only the newcomer's entry, so a join costs O(clients).
+    ///
+    /// Joins are committed in groups. Each newcomer first puts its request
+    /// on a waiting list, then takes the lock; whoever holds the lock admits
+    /// everyone on the list at that moment, one after the other, and queues
+    /// their announcements to each existing member as **one** item. When a
+    /// whole class joins at once, each member's writer then wakes and writes
+    /// once per group instead of once per newcomer. Alone, a join is a group
+    /// of one and waits for nobody.
     pub(crate) fn join(&self, name: &str, public_key: Arc<str>, outbox: &Outbox) -> Result<usize, Refusal> {
-        let name: Arc<str> = name.into();
-        let announcement =
-            encode(&ServerMessage::PeerJoined { name: Arc::clone(&name), public_key: Arc::clone(&public_key) })
-                .map_err(|e| Refusal::Protocol(e.to_string()))?;
-        let announcement: Arc<[u8]> = announcement.into();
-        let mut overflowed = Vec::new();
-        let count = {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let request = JoinRequest { name: name.into(), public_key, outbox: outbox.clone(), reply };
+        lock(&self.arrivals).push(request);
+        let overflowed = {
             let mut state = self.lock();
-            if state.closed {
-                return Err(Refusal::ShuttingDown);
-            }
-            if state.members.contains_key(&name) {
-                return Err(Refusal::NameTaken(name.to_string()));
-            }
-            if state.members.len() >= self.max_clients {
-                return Err(Refusal::ServerFull(self.max_clients));
-            }
-            let peers = state
-                .members
-                .iter()
-                .map(|(name, member)| Peer { name: Arc::clone(name), public_key: Arc::clone(&member.public_key) })
-                .collect();
-            if outbox.push(Outgoing::Welcome { name: Arc::clone(&name), peers }).is_err() {
-                return Err(Refusal::Protocol("cannot queue the welcome".into()));
-            }
-            for member in state.members.values() {
-                if member.outbox.push(Outgoing::Frame(Arc::clone(&announcement))).is_err() {
-                    overflowed.push(member.outbox.clone());
-                }
-            }
-            state.members.insert(Arc::clone(&name), Member { public_key, outbox: outbox.clone() });
-            state.members.len()
+            // Our own request is in this group, or in one admitted by the
+            // thread that held the lock before us, which has answered it.
+            let group = std::mem::take(&mut *lock(&self.arrivals));
+            admit(&mut state, group, self.max_clients)
         };
         kick_all(&overflowed);
+        let count = answer.try_recv().unwrap_or_else(|_| Err(Refusal::Protocol("the join was lost".into())))?;
         info!("{name} joined ({count} online)");
         Ok(count)
     }
@@ -290,7 +313,7 @@ impl Registry {
             }
             state.members.remove(name);
             for member in state.members.values() {
-                if member.outbox.push(Outgoing::Frame(Arc::clone(&notice))).is_err() {
+                if member.outbox.push(Outgoing::update(&notice, 0)).is_err() {
                     overflowed.push(member.outbox.clone());
                 }
             }
@@ -314,7 +337,7 @@ impl Registry {
                 return Err(RelayError::UnknownRecipient(to));
             }
             let mut deliver = |member: &Member| {
-                if member.outbox.push(Outgoing::Frame(Arc::clone(&frame))).is_err() {
+                if member.outbox.push(Outgoing::shared(&frame)).is_err() {
                     overflowed.push(member.outbox.clone());
                 } else {
                     delivered += 1;
@@ -346,8 +369,160 @@ impl Registry {
     }
 }
 
+/// Admits a group of newcomers in order, as if each had joined alone, and
+/// returns the outboxes that overflowed. Existing members get every
+/// announcement in one item; each newcomer gets its welcome (everyone
+/// admitted before it), then the announcements of those after it.
+fn admit(state: &mut State, group: Vec<JoinRequest>, max_clients: usize) -> Vec<Outbox> {
+    let mut overflowed = Vec::new();
+    if group.is_empty() {
+        return overflowed;
+    }
+    let existing: Vec<Outbox> = state.members.values().map(|member| member.outbox.clone()).collect();
+    // All the group's announcements back to back, and where each begins.
+    let mut announcements = Vec::new();
+    let mut admitted: Vec<(Outbox, usize)> = Vec::new();
+    for JoinRequest { name, public_key, outbox, reply } in group {
+        match admit_one(state, max_clients, &name, &public_key, &outbox) {
+            Ok(announcement) => {
+                admitted.push((outbox.clone(), announcements.len()));
+                announcements.extend_from_slice(&announcement);
+                state.members.insert(name, Member { public_key, outbox });
+                let _ = reply.try_send(Ok(state.members.len()));
+            }
+            Err(refusal) => {
+                let _ = reply.try_send(Err(refusal));
+            }
+        }
+    }
+    if admitted.is_empty() {
+        return overflowed;
+    }
+    let announcements: Arc<[u8]> = announcements.into();
+    let mut queue = |outbox: &Outbox, start: usize| {
+        if start < announcements.len() && outbox.push(Outgoing::update(&announcements, start)).is_err() {
+            overflowed.push(outbox.clone());
+        }
+    };
+    for outbox in &existing {
+        queue(outbox, 0);
+    }
+    for (i, (outbox, _)) in admitted.iter().enumerate() {
+        let next = admitted.get(i + 1).map_or(announcements.len(), |(_, start)| *start);
+        queue(outbox, next);
+    }
+    overflowed
+}
+
+/// Checks one newcomer against the registry as it stands and queues its
+/// welcome; returns its encoded announcement.
+fn admit_one(
+    state: &State,
+    max_clients: usize,
+    name: &Arc<str>,
+    public_key: &Arc<str>,
+    outbox: &Outbox,
+) -> Result<Vec<u8>, Refusal> {
+    if state.closed {
+        return Err(Refusal::ShuttingDown);
+    }
+    if state.members.contains_key(name) {
+        return Err(Refusal::NameTaken(name.to_string()));
+    }
+    if state.members.len() >= max_clients {
+        return Err(Refusal::ServerFull(max_clients));
+    }
+    let announcement =
+        encode(&ServerMessage::PeerJoined { name: Arc::clone(name), public_key: Arc::clone(public_key) })
+            .map_err(|e| Refusal::Protocol(e.to_string()))?;
+    let peers = state
+        .members
+        .iter()
+        .map(|(name, member)| Peer { name: Arc::clone(name), public_key: Arc::clone(&member.public_key) })
+        .collect();
+    if outbox.push(Outgoing::Welcome { name: Arc::clone(name), peers }).is_err() {
+        return Err(Refusal::Protocol("cannot queue the welcome".into()));
+    }
+    Ok(announcement)
+}
+
+/// Takes a lock. No code panics while holding one, but if one ever did, the
+/// data is still consistent (every update is a single insert or remove), so
+/// the others carry on instead of inheriting the panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn kick_all(outboxes: &[Outbox]) {
     for outbox in outboxes {
         outbox.kick("outbox overflow: the client is not reading its messages");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::shared::frame::read_frame;
+    use crate::shared::message::decode;
+
+    fn outbox(id: u64) -> (Outbox, OutboxReceiver) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        Outbox::new(id, Arc::new(stream))
+    }
+
+    /// What a client would read from everything queued for it.
+    fn read_all(receiver: &OutboxReceiver) -> Vec<String> {
+        let mut bytes = Vec::new();
+        let mut writer = FrameWriter::new(&mut bytes);
+        while let Some(item) = receiver.try_recv() {
+            item.write_to(&mut writer).unwrap();
+        }
+        writer.flush().unwrap();
+        drop(writer);
+        let mut rest = &bytes[..];
+        let mut seen = Vec::new();
+        while !rest.is_empty() {
+            match decode::<ServerMessage>(&read_frame(&mut rest, u32::MAX).unwrap()).unwrap() {
+                ServerMessage::Welcome { peers, .. } => seen
+                    .push(format!("welcome {}", peers.iter().map(|p| p.name.as_ref()).collect::<Vec<_>>().join(","))),
+                ServerMessage::PeerJoined { name, .. } => seen.push(format!("joined {name}")),
+                other => seen.push(format!("{other:?}")),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_group_of_joins_reads_as_if_each_had_joined_alone() {
+        let registry = Registry::new(10);
+        let (old, old_rx) = outbox(1);
+        registry.join("old", "key".into(), &old).unwrap();
+        assert_eq!(read_all(&old_rx), ["welcome "]);
+
+        let outboxes: Vec<_> = (2..6).map(outbox).collect();
+        let names = ["ann", "bob", "ann", "cy"];
+        let mut answers = Vec::new();
+        let group = names
+            .iter()
+            .zip(&outboxes)
+            .map(|(name, (outbox, _))| {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                answers.push(answer);
+                JoinRequest { name: (*name).into(), public_key: "key".into(), outbox: outbox.clone(), reply }
+            })
+            .collect();
+        let overflowed = admit(&mut registry.lock(), group, 10);
+        assert!(overflowed.is_empty());
+
+        let answers: Vec<String> = answers.iter().map(|a| format!("{:?}", a.try_recv().unwrap())).collect();
+        assert_eq!(answers, ["Ok(2)", "Ok(3)", "Err(NameTaken(\"ann\"))", "Ok(4)"]);
+        assert_eq!(read_all(&old_rx), ["joined ann", "joined bob", "joined cy"]);
+        assert_eq!(read_all(&outboxes[0].1), ["welcome old", "joined bob", "joined cy"]);
+        assert_eq!(read_all(&outboxes[1].1), ["welcome ann,old", "joined cy"]);
+        assert!(read_all(&outboxes[2].1).is_empty(), "the refused one is told by its handler, not queued");
+        assert_eq!(read_all(&outboxes[3].1), ["welcome ann,bob,old"]);
     }
 }

@@ -13,14 +13,17 @@
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, never, select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, never, select};
 use log::debug;
 
-use super::registry::OutboxReceiver;
+use super::registry::{OutboxReceiver, Outgoing};
 use super::stream::VideoItem;
 use crate::shared::connection::FrameWriter;
 use crate::shared::frame::FrameError;
+use crate::shared::limits::UPDATE_WINDOW;
 
 /// Runs until every sender of the outbox is gone and the queue is written,
 /// then closes the sending direction so the client reads a clean end of stream.
@@ -45,36 +48,85 @@ fn write_all(
     video: Receiver<VideoItem>,
 ) -> Result<(), FrameError> {
     let mut video = video;
+    // When registry updates were last sent (see UPDATE_WINDOW).
+    let mut updates_sent: Option<Instant> = None;
+    let mut unflushed = false;
     loop {
         // Control first: everything waiting goes out in one flush.
-        let mut wrote = false;
         while let Some(item) = outbox.try_recv() {
-            writer.write_encoded(&item.encode()?)?;
-            outbox.written(&item);
-            wrote = true;
+            write_item(writer, outbox, item, &mut updates_sent)?;
+            unflushed = true;
         }
-        if wrote {
+        if unflushed {
             writer.flush()?;
+            unflushed = false;
         }
         select! {
             recv(outbox.channel()) -> item => match item {
                 Ok(item) => {
-                    writer.write_encoded(&item.encode()?)?;
-                    outbox.written(&item);
-                    writer.flush()?;
+                    if item.is_update()
+                        && let Some(wait) = updates_sent.and_then(|sent| UPDATE_WINDOW.checked_sub(sent.elapsed()))
+                    {
+                        // Updates went out less than a window ago: a class is
+                        // joining. Hold the queue until the window ends, so that
+                        // queueing the next updates wakes nobody, and send all
+                        // that came meanwhile at once. Video keeps flowing.
+                        video = video_only(writer, video, Instant::now() + wait)?;
+                    }
+                    write_item(writer, outbox, item, &mut updates_sent)?;
+                    unflushed = true;
                 }
                 // Every sender is gone: the client has left.
                 Err(_) => return writer.flush(),
             },
             recv(video) -> item => match item {
-                Ok(VideoItem::Control(bytes)) => {
-                    writer.write_encoded(&bytes)?;
-                    writer.flush()?;
-                }
-                Ok(VideoItem::Frame { head, jpeg }) => writer.write_split(&head, &jpeg)?,
+                Ok(item) => write_video(writer, item)?,
                 // No streaming thread holds the queue any more.
                 Err(_) => video = never(),
             },
         }
     }
+}
+
+/// Sends only video until `deadline`; returns the video queue, or
+/// [`never`] once no streaming thread holds it.
+fn video_only(
+    writer: &mut FrameWriter<&TcpStream>,
+    video: Receiver<VideoItem>,
+    deadline: Instant,
+) -> Result<Receiver<VideoItem>, FrameError> {
+    loop {
+        match video.recv_deadline(deadline) {
+            Ok(item) => write_video(writer, item)?,
+            Err(RecvTimeoutError::Timeout) => return Ok(video),
+            Err(RecvTimeoutError::Disconnected) => {
+                thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Ok(never());
+            }
+        }
+    }
+}
+
+fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem) -> Result<(), FrameError> {
+    match item {
+        VideoItem::Control(bytes) => {
+            writer.write_encoded(&bytes)?;
+            writer.flush()
+        }
+        VideoItem::Frame { head, jpeg } => writer.write_split(&head, &jpeg),
+    }
+}
+
+fn write_item(
+    writer: &mut FrameWriter<&TcpStream>,
+    outbox: &OutboxReceiver,
+    item: Outgoing,
+    updates_sent: &mut Option<Instant>,
+) -> Result<(), FrameError> {
+    item.write_to(writer)?;
+    outbox.written(&item);
+    if item.is_update() {
+        *updates_sent = Some(Instant::now());
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use super::frame::{Frame, FrameError, read_frame};
+use super::frame::{Frame, FrameError, FrameKind, read_frame, read_frame_into};
 use super::message::{MessageError, decode, encode};
 use super::trace::{self, Direction};
 
@@ -30,6 +30,8 @@ pub enum RecvError {
 /// The reading half: buffered, bounded frame reads.
 pub struct FrameReader<R: Read> {
     inner: BufReader<R>,
+    /// The last frame [`FrameReader::next_frame`] read; its buffer is reused.
+    frame: Frame,
     max_len: u32,
     /// With `--trace`: the peer's label for the trace lines.
     trace: Option<String>,
@@ -38,7 +40,16 @@ pub struct FrameReader<R: Read> {
 impl<R: Read> FrameReader<R> {
     /// Wraps `inner`, refusing frames longer than `max_len`.
     pub fn new(inner: R, max_len: u32) -> Self {
-        FrameReader { inner: BufReader::new(inner), max_len, trace: None }
+        Self::with_buffer(inner, max_len, 8 * 1024)
+    }
+
+    /// Like [`new`](Self::new), reading up to `capacity` bytes per system
+    /// call. A client reads with a large buffer, so that a burst of small
+    /// frames (a class joining) takes few calls; the server's handlers, which
+    /// mostly wait, keep the small default.
+    pub fn with_buffer(inner: R, max_len: u32, capacity: usize) -> Self {
+        let frame = Frame { kind: FrameKind::Control, payload: Vec::new() };
+        FrameReader { inner: BufReader::with_capacity(capacity, inner), frame, max_len, trace: None }
     }
 
     /// Prints a trace line for every frame read, labelled with `peer` (`None`: no tracing).
@@ -66,10 +77,20 @@ impl<R: Read> FrameReader<R> {
         Ok(frame)
     }
 
+    /// Like [`read_frame`](Self::read_frame), but lends the frame instead of
+    /// allocating a new one each time.
+    pub fn next_frame(&mut self) -> Result<&Frame, FrameError> {
+        read_frame_into(&mut self.inner, self.max_len, &mut self.frame)?;
+        if let Some(peer) = &self.trace {
+            trace::frame(Direction::Received, peer, self.frame.kind, &self.frame.payload);
+        }
+        Ok(&self.frame)
+    }
+
     /// Blocks until one whole frame has arrived and decodes it as a control message.
     pub fn recv<M: DeserializeOwned>(&mut self) -> Result<M, RecvError> {
-        let frame = self.read_frame()?;
-        Ok(decode(&frame)?)
+        let frame = self.next_frame()?;
+        Ok(decode(frame)?)
     }
 }
 
@@ -99,13 +120,19 @@ impl<W: Write> FrameWriter<W> {
         self.flush()
     }
 
-    /// Writes an already encoded frame (header included) without flushing,
-    /// so a writer with more frames waiting sends them in one system call.
-    pub fn write_encoded(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+    /// Writes one or more already encoded frames (headers included, back to
+    /// back) without flushing, so a writer with more frames waiting sends
+    /// them in one system call.
+    pub fn write_encoded(&mut self, frames: &[u8]) -> Result<(), FrameError> {
         if let Some(peer) = &self.trace {
-            trace::encoded(Direction::Sent, peer, frame, &[]);
+            let mut rest = frames;
+            while let Some(length) = rest.first_chunk::<4>() {
+                let (frame, after) = rest.split_at((u32::from_be_bytes(*length) as usize + 4).min(rest.len()));
+                trace::encoded(Direction::Sent, peer, frame, &[]);
+                rest = after;
+            }
         }
-        self.inner.write_all(frame)?;
+        self.inner.write_all(frames)?;
         Ok(())
     }
 

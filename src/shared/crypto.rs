@@ -87,7 +87,8 @@ impl Fingerprint {
     pub fn of_pem(pem: &str) -> Option<Fingerprint> {
         use base64::Engine;
         let body = pem.trim().strip_prefix("-----BEGIN PUBLIC KEY-----")?.strip_suffix("-----END PUBLIC KEY-----")?;
-        let base64: String = body.split_whitespace().collect();
+        // Byte-wise: every client fingerprints every key it is sent.
+        let base64: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         let der = base64::engine::general_purpose::STANDARD.decode(base64).ok()?;
         Some(Fingerprint::of_der(&der))
     }

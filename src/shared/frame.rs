@@ -82,6 +82,14 @@ pub enum FrameError {
 ///
 /// Blocks until a whole frame has arrived (or the reader's timeout fires).
 pub fn read_frame(reader: &mut impl Read, max_len: u32) -> Result<Frame, FrameError> {
+    let mut frame = Frame { kind: FrameKind::Control, payload: Vec::new() };
+    read_frame_into(reader, max_len, &mut frame)?;
+    Ok(frame)
+}
+
+/// Like [`read_frame`], into `frame`, reusing its payload's allocation: a
+/// connection that reads many frames allocates once, not once per frame.
+pub fn read_frame_into(reader: &mut impl Read, max_len: u32, frame: &mut Frame) -> Result<(), FrameError> {
     let mut length = [0u8; 4];
     // A clean end of stream is only clean on a frame boundary.
     let first = loop {
@@ -103,11 +111,20 @@ pub fn read_frame(reader: &mut impl Read, max_len: u32) -> Result<Frame, FrameEr
     }
     let mut kind = [0u8; 1];
     reader.read_exact(&mut kind)?;
-    let kind = FrameKind::try_from(kind[0])?;
-    let mut payload = vec![0u8; len as usize - 1];
-    reader.read_exact(&mut payload)?;
-    Ok(Frame { kind, payload })
+    frame.kind = FrameKind::try_from(kind[0])?;
+    let payload = &mut frame.payload;
+    if payload.capacity() > KEPT_CAPACITY && len as usize - 1 <= KEPT_CAPACITY {
+        // Do not hold on to the memory of one exceptionally large frame.
+        *payload = Vec::new();
+    }
+    payload.clear();
+    payload.resize(len as usize - 1, 0);
+    reader.read_exact(payload)?;
+    Ok(())
 }
+
+/// Payload capacity a reader keeps between frames (see [`read_frame_into`]).
+const KEPT_CAPACITY: usize = 64 * 1024;
 
 /// Encodes a frame (header and payload) into one contiguous buffer, so that it
 /// can be written with a single call and shared among many recipients.

@@ -58,6 +58,16 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 /// in one 16 MiB frame.
 pub const MAX_MAX_CLIENTS: usize = 8_000;
 
+/// Bytes a client reads from its socket per system call: a burst of joins
+/// arrives as a few large writes, read with a few calls.
+pub const CLIENT_READ_BUFFER: usize = 64 * 1024;
+
+/// A writer that sent joins or leaves less than this long ago holds the
+/// next ones back until this much time has passed, and sends all that came
+/// meanwhile together: when a class joins at once, each client gets a few
+/// large writes instead of one per classmate. A lone join is never held.
+pub const UPDATE_WINDOW: Duration = Duration::from_millis(100);
+
 /// Connections that may be waiting to join on top of `--max-clients`; beyond
 /// that the acceptor waits up to [`DOOR_WAIT`] for one of them to finish
 /// (the others queue in the listen backlog), then turns the newcomer away
