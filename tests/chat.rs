@@ -6,7 +6,7 @@ mod support;
 use ciphercast::server::{Config, RelayMode};
 use ciphercast::shared::crypto::CryptoError;
 use ciphercast::shared::message::{ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage};
-use support::{TestClient, TestServer, identity, peer_key};
+use support::{TestClient, TestServer, fake_envelope, identity, peer_key};
 
 fn joined_name(message: &ServerMessage) -> Option<&str> {
     match message {
@@ -370,4 +370,38 @@ fn strangers_who_never_join_cannot_take_every_thread() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(joined.is_some(), "nobody could join after the strangers left");
+}
+
+#[test]
+fn a_burst_reaches_every_bystander_whole_and_in_order() {
+    // Bystanders' copies of a busy chat are sent in batches: none may be
+    // lost or reordered, and a message to the bystander itself still comes
+    // after everything queued before it.
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
+    alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
+    bob.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
+    let count = 200;
+    for i in 0..count {
+        alice.send(&ClientMessage::Send { envelope: fake_envelope("bob", format!("m{i}"), 100) });
+    }
+    alice.send(&ClientMessage::Send { envelope: fake_envelope("carol", "for-carol".into(), 100) });
+    let ids = |client: &mut TestClient, until: &str| {
+        let mut ids = Vec::new();
+        loop {
+            if let ServerMessage::Sealed { envelope, .. } = client.recv() {
+                ids.push(envelope.id.clone());
+                if envelope.id == until {
+                    return ids;
+                }
+            }
+        }
+    };
+    let expected: Vec<String> = (0..count).map(|i| format!("m{i}")).collect();
+    assert_eq!(ids(&mut bob, &format!("m{}", count - 1)), expected, "the addressee's messages");
+    let mut with_own = expected.clone();
+    with_own.push("for-carol".into());
+    assert_eq!(ids(&mut carol, "for-carol"), with_own, "the bystander's copies, then its own message");
 }

@@ -91,9 +91,10 @@ pub(crate) enum Outgoing {
         /// Where this client's part begins (a newcomer in a batch of joins
         /// skips the announcements of those admitted before it).
         start: usize,
-        /// Joins and leaves of others: the writer may hold these back for a
-        /// moment to send a burst of them together.
-        update: bool,
+        /// Traffic this client only watches go by (others joining and
+        /// leaving, copies of messages sealed for someone else): its writer
+        /// may hold it back for a moment to send a burst of it together.
+        deferrable: bool,
     },
     /// The welcome, encoded by the newcomer's own writer thread from a
     /// snapshot taken under the lock, so the lock is not held while a
@@ -109,17 +110,17 @@ pub(crate) enum Outgoing {
 impl Outgoing {
     /// One whole encoded frame (or several) for everyone.
     fn shared(bytes: &Arc<[u8]>) -> Outgoing {
-        Outgoing::Frames { bytes: Arc::clone(bytes), start: 0, update: false }
+        Outgoing::Frames { bytes: Arc::clone(bytes), start: 0, deferrable: false }
     }
 
-    /// Announcements of joins or leaves, from `start` on.
-    fn update(bytes: &Arc<[u8]>, start: usize) -> Outgoing {
-        Outgoing::Frames { bytes: Arc::clone(bytes), start, update: true }
+    /// Frames the client only watches go by, from `start` on.
+    fn deferrable(bytes: &Arc<[u8]>, start: usize) -> Outgoing {
+        Outgoing::Frames { bytes: Arc::clone(bytes), start, deferrable: true }
     }
 
-    /// Whether this is a registry update that may wait a moment.
-    pub(crate) fn is_update(&self) -> bool {
-        matches!(self, Outgoing::Frames { update: true, .. })
+    /// Whether this may wait a moment (see [`BATCH_WINDOW`](crate::shared::limits::BATCH_WINDOW)).
+    pub(crate) fn is_deferrable(&self) -> bool {
+        matches!(self, Outgoing::Frames { deferrable: true, .. })
     }
 
     /// Bytes this item accounts for in the outbox budget.
@@ -313,7 +314,7 @@ impl Registry {
             }
             state.members.remove(name);
             for member in state.members.values() {
-                if member.outbox.push(Outgoing::update(&notice, 0)).is_err() {
+                if member.outbox.push(Outgoing::deferrable(&notice, 0)).is_err() {
                     overflowed.push(member.outbox.clone());
                 }
             }
@@ -333,20 +334,24 @@ impl Registry {
         let mut delivered = 0;
         {
             let state = self.lock();
-            if !state.members.contains_key(to.as_str()) {
+            let Some(addressee) = state.members.get(to.as_str()) else {
                 return Err(RelayError::UnknownRecipient(to));
-            }
-            let mut deliver = |member: &Member| {
-                if member.outbox.push(Outgoing::shared(&frame)).is_err() {
-                    overflowed.push(member.outbox.clone());
+            };
+            let mut deliver = |outbox: &Outbox, item: Outgoing| {
+                if outbox.push(item).is_err() {
+                    overflowed.push(outbox.clone());
                 } else {
                     delivered += 1;
                 }
             };
-            match mode {
-                RelayMode::Direct => state.members.get(to.as_str()).into_iter().for_each(&mut deliver),
-                RelayMode::Broadcast => {
-                    state.members.iter().filter(|(name, _)| name.as_ref() != from).for_each(|(_, m)| deliver(m))
+            // The addressee first and at once; in broadcast mode everyone
+            // else gets a copy they can only watch go by, which may wait.
+            deliver(&addressee.outbox, Outgoing::shared(&frame));
+            if mode == RelayMode::Broadcast {
+                for (name, member) in &state.members {
+                    if name.as_ref() != from && name.as_ref() != to {
+                        deliver(&member.outbox, Outgoing::deferrable(&frame, 0));
+                    }
                 }
             }
         }
@@ -400,7 +405,7 @@ fn admit(state: &mut State, group: Vec<JoinRequest>, max_clients: usize) -> Vec<
     }
     let announcements: Arc<[u8]> = announcements.into();
     let mut queue = |outbox: &Outbox, start: usize| {
-        if start < announcements.len() && outbox.push(Outgoing::update(&announcements, start)).is_err() {
+        if start < announcements.len() && outbox.push(Outgoing::deferrable(&announcements, start)).is_err() {
             overflowed.push(outbox.clone());
         }
     };

@@ -23,7 +23,7 @@ use super::registry::{OutboxReceiver, Outgoing};
 use super::stream::VideoItem;
 use crate::shared::connection::FrameWriter;
 use crate::shared::frame::FrameError;
-use crate::shared::limits::UPDATE_WINDOW;
+use crate::shared::limits::BATCH_WINDOW;
 
 /// Runs until every sender of the outbox is gone and the queue is written,
 /// then closes the sending direction so the client reads a clean end of stream.
@@ -48,13 +48,13 @@ fn write_all(
     video: Receiver<VideoItem>,
 ) -> Result<(), FrameError> {
     let mut video = video;
-    // When registry updates were last sent (see UPDATE_WINDOW).
-    let mut updates_sent: Option<Instant> = None;
+    // When deferrable traffic was last sent (see BATCH_WINDOW).
+    let mut deferred_sent: Option<Instant> = None;
     let mut unflushed = false;
     loop {
         // Control first: everything waiting goes out in one flush.
         while let Some(item) = outbox.try_recv() {
-            write_item(writer, outbox, item, &mut updates_sent)?;
+            write_item(writer, outbox, item, &mut deferred_sent)?;
             unflushed = true;
         }
         if unflushed {
@@ -64,16 +64,17 @@ fn write_all(
         select! {
             recv(outbox.channel()) -> item => match item {
                 Ok(item) => {
-                    if item.is_update()
-                        && let Some(wait) = updates_sent.and_then(|sent| UPDATE_WINDOW.checked_sub(sent.elapsed()))
+                    if item.is_deferrable()
+                        && let Some(wait) = deferred_sent.and_then(|sent| BATCH_WINDOW.checked_sub(sent.elapsed()))
                     {
-                        // Updates went out less than a window ago: a class is
-                        // joining. Hold the queue until the window ends, so that
-                        // queueing the next updates wakes nobody, and send all
-                        // that came meanwhile at once. Video keeps flowing.
+                        // Such traffic went out less than a window ago: a burst
+                        // (a class joining, a busy chat). Hold the queue until
+                        // the window ends, so that queueing more wakes nobody,
+                        // then send all that came meanwhile at once. Video
+                        // keeps flowing.
                         video = video_only(writer, video, Instant::now() + wait)?;
                     }
-                    write_item(writer, outbox, item, &mut updates_sent)?;
+                    write_item(writer, outbox, item, &mut deferred_sent)?;
                     unflushed = true;
                 }
                 // Every sender is gone: the client has left.
@@ -121,12 +122,12 @@ fn write_item(
     writer: &mut FrameWriter<&TcpStream>,
     outbox: &OutboxReceiver,
     item: Outgoing,
-    updates_sent: &mut Option<Instant>,
+    deferred_sent: &mut Option<Instant>,
 ) -> Result<(), FrameError> {
     item.write_to(writer)?;
     outbox.written(&item);
-    if item.is_update() {
-        *updates_sent = Some(Instant::now());
+    if item.is_deferrable() {
+        *deferred_sent = Some(Instant::now());
     }
     Ok(())
 }

@@ -62,11 +62,15 @@ pub const MAX_MAX_CLIENTS: usize = 8_000;
 /// arrives as a few large writes, read with a few calls.
 pub const CLIENT_READ_BUFFER: usize = 64 * 1024;
 
-/// A writer that sent joins or leaves less than this long ago holds the
-/// next ones back until this much time has passed, and sends all that came
-/// meanwhile together: when a class joins at once, each client gets a few
-/// large writes instead of one per classmate. A lone join is never held.
-pub const UPDATE_WINDOW: Duration = Duration::from_millis(100);
+/// Traffic a client only watches go by — others joining and leaving, and
+/// copies of messages sealed for someone else — is sent at most once per
+/// window: a writer that sent some less than this long ago holds the next
+/// until the window ends, then sends all that came meanwhile together (and
+/// whatever queued behind it). When a class joins at once, each client gets a
+/// few large writes instead of one per classmate, and a busy chat wakes each
+/// bystander once per window, not once per message. Nothing is held when it
+/// is not a burst, and messages to the client itself never start a hold.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 
 /// Connections that may be waiting to join on top of `--max-clients`; beyond
 /// that the acceptor waits up to [`DOOR_WAIT`] for one of them to finish
