@@ -31,7 +31,7 @@ use crate::client::peers::{KnownPeers, Peers};
 use crate::shared::connection::{FrameReader, FrameWriter};
 use crate::shared::crypto::{Identity, PeerKey};
 use crate::shared::frame::FrameKind;
-use crate::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use crate::shared::limits::{CLIENT_READ_BUFFER, DEFAULT_JPEG_QUALITY, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use crate::shared::message::{ClientMessage, Envelope, ServerMessage, decode};
 use crate::shared::video::{FrameHeader, Pace};
 use crate::videos;
@@ -620,9 +620,7 @@ fn bench_viewers(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path) -> Resul
             "bench: {count} viewers of distinct cold videos: p99 lateness {:.1} ms, complete {}",
             run.p99_lateness_ms, run.complete
         );
-        steps.push(
-            json!({ "distinct_viewers": count, "complete": run.complete, "p99_lateness_ms": run.p99_lateness_ms }),
-        );
+        steps.push(json!({ "distinct_viewers": count, "complete": run.complete, "p99_lateness_ms": run.p99_lateness_ms, "server_cpu_ms_per_frame": run.cpu_ms_per_frame }));
         if !run.complete {
             return Err(format!("{count} viewers of distinct videos did not all receive every frame"));
         }
@@ -631,13 +629,48 @@ fn bench_viewers(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path) -> Resul
         }
         cold_max = count;
     }
+    let top = plan.heights.iter().copied().max().unwrap_or(0);
     Ok(json!({
         "same_video_realtime_max": same_max,
         "distinct_videos_realtime_max_cold": cold_max,
         "server_cpu_ms_per_frame": cpu_per_frame,
         "p99_lateness_ms": p99,
+        "cold_frame_ms": frame_costs(&videos.join(format!("Video_1_{top}p.mp4")), top)?,
         "steps": steps,
     }))
+}
+
+/// What one frame of the top resolution costs a cold stream, measured here
+/// with the server's own calls: OpenCV decoding, then JPEG encoding at the
+/// server's default quality. Four cold streams need four times their sum
+/// per frame interval.
+fn frame_costs(path: &Path, height: u32) -> Result<Value, String> {
+    use opencv::core::{Mat, Vector};
+    use opencv::imgcodecs::{IMWRITE_JPEG_QUALITY, imencode};
+    use opencv::prelude::*;
+    use opencv::videoio::{CAP_ANY, VideoCapture};
+
+    let fail = |e: opencv::Error| format!("{}: {e}", path.display());
+    let mut capture = VideoCapture::from_file(path, CAP_ANY).map_err(fail)?;
+    let params = Vector::from_slice(&[IMWRITE_JPEG_QUALITY, i32::from(DEFAULT_JPEG_QUALITY)]);
+    let (mut picture, mut jpeg) = (Mat::default(), Vector::<u8>::new());
+    let (mut decode, mut encode, mut frames) = (Duration::ZERO, Duration::ZERO, 0u32);
+    loop {
+        let started = Instant::now();
+        if !capture.read(&mut picture).map_err(fail)? || picture.empty() {
+            break;
+        }
+        decode += started.elapsed();
+        let started = Instant::now();
+        imencode(".jpg", &picture, &mut jpeg, &params).map_err(fail)?;
+        encode += started.elapsed();
+        frames += 1;
+    }
+    if frames == 0 {
+        return Err(format!("{}: no frames", path.display()));
+    }
+    let per_frame = |total: Duration| ms(total) / f64::from(frames);
+    Ok(json!({ "height": height, "decode": per_frame(decode), "encode": per_frame(encode) }))
 }
 
 // ---------------------------------------------------------------- helpers
@@ -738,6 +771,14 @@ fn print_table(results: &Value) {
         ("viewers of one video in real time", get(&["viewers", "same_video_realtime_max"])),
         ("viewers of distinct cold videos in real time", get(&["viewers", "distinct_videos_realtime_max_cold"])),
         ("server CPU ms per delivered frame", get(&["viewers", "server_cpu_ms_per_frame"])),
+        (
+            "cold top-resolution frame: decode / JPEG encode ms",
+            format!(
+                "{} / {}",
+                get(&["viewers", "cold_frame_ms", "decode"]),
+                get(&["viewers", "cold_frame_ms", "encode"])
+            ),
+        ),
         ("server memory KiB per idle client", get(&["server", "rss_kib_per_idle_client"])),
     ];
     println!("{:<50} value", "measure");

@@ -17,7 +17,7 @@ fn the_quick_bench_completes_and_writes_every_figure() {
     assert_eq!(bench.finish(), 0, "bench failed:\n{:#?}", bench.stderr);
     let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
     let results: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let paths: [&[&str]; 20] = [
+    let paths: [&[&str]; 22] = [
         &["machine", "cores"],
         &["machine", "model"],
         &["join", "clients"],
@@ -37,6 +37,8 @@ fn the_quick_bench_completes_and_writes_every_figure() {
         &["viewers", "same_video_realtime_max"],
         &["viewers", "distinct_videos_realtime_max_cold"],
         &["viewers", "server_cpu_ms_per_frame"],
+        &["viewers", "cold_frame_ms", "decode"],
+        &["viewers", "cold_frame_ms", "encode"],
         &["server", "rss_kib_per_idle_client"],
     ];
     for path in paths {

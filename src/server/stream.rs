@@ -9,6 +9,7 @@
 //! joining mid-stream cannot disturb it — the original's join-during-video
 //! crash has no place to happen.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,7 +26,7 @@ use opencv::videoio::{CAP_ANY, CAP_PROP_FPS, CAP_PROP_FRAME_COUNT, CAP_PROP_POS_
 use super::cache::{FileInfo, FrameCache, FrameKey};
 use super::library::{Resolution, Video};
 use crate::shared::frame::{FrameKind, HEADER_LEN};
-use crate::shared::limits::MAX_FRAME_LEN;
+use crate::shared::limits::{LOOKAHEAD_FRAMES, MAX_FRAME_LEN};
 use crate::shared::message::{ServerMessage, encode};
 use crate::shared::video::{EndReason, FrameHeader, Pace, PlanPart, plan_ranges};
 
@@ -72,6 +73,9 @@ struct Ended {
     frames: u32,
     message: Option<String>,
 }
+
+/// How long a streaming thread sleeps at most before looking at its stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Runs one playback to its end and queues the end message.
 pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
@@ -129,13 +133,31 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let mut encoder = Encoder::new(job.jpeg_quality);
     let mut sent = 0u32;
     let started = Instant::now();
-    for &(i, first, last) in &parts {
-        let label = &job.video.resolutions[i].label;
-        let source = &sources[i];
-        for index in first..=last {
-            if stop.load(Ordering::Relaxed) {
+    // Every frame of the plan, in order: (part's source, frame index, label).
+    let mut frames = parts.iter().flat_map(|&(i, first, last)| (first..=last).map(move |index| (i, index)));
+    // Frames encoded ahead of their time, with the moment each is due.
+    let mut ready: VecDeque<(Instant, VideoItem)> = VecDeque::with_capacity(LOOKAHEAD_FRAMES);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ended { reason: EndReason::Stopped, frames: sent, message: None };
+        }
+        // Deliver whatever is due (at once with --pace none).
+        if let Some((due, _)) = ready.front()
+            && (job.pace == Pace::None || *due <= Instant::now())
+            && let Some((_, item)) = ready.pop_front()
+        {
+            if !deliver(queue, item, stop) {
                 return Ended { reason: EndReason::Stopped, frames: sent, message: None };
             }
+            sent += 1;
+            continue;
+        }
+        // Otherwise work ahead, so that a moment's competition for the CPU
+        // (other streams, a resolution change) costs slack, not lateness.
+        if ready.len() < LOOKAHEAD_FRAMES
+            && let Some((i, index)) = frames.next()
+        {
+            let source = &sources[i];
             // A frame another viewer already encoded costs no OpenCV work.
             let key = source.key(index, job.jpeg_quality);
             let jpeg = match job.cache.get_or_encode(&key, || source.decoder().encode(index, &mut encoder)) {
@@ -147,7 +169,7 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
                 stream: job.id,
                 sequence: index,
                 pts_micros: pts.as_micros() as u64,
-                resolution: label.clone(),
+                resolution: job.video.resolutions[i].label.clone(),
             };
             let Some(item) = frame_item(&header, jpeg) else {
                 return failed(
@@ -155,16 +177,14 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
                     format!("frame {index} of {} exceeds the frame size limit", file_name(&source.path)),
                 );
             };
-            if job.pace == Pace::Native {
-                // Sleep to the schedule rather than spin: the frame is due at start + pts.
-                if let Some(wait) = (started + pts).checked_duration_since(Instant::now()) {
-                    thread::sleep(wait);
-                }
-            }
-            if !deliver(queue, item, stop) {
-                return Ended { reason: EndReason::Stopped, frames: sent, message: None };
-            }
-            sent += 1;
+            ready.push_back((started + pts, item));
+            continue;
+        }
+        // Nothing to encode: sleep to the next frame's time rather than spin
+        // (in short naps, so that a stop is noticed).
+        match ready.front() {
+            Some((due, _)) => thread::sleep(due.saturating_duration_since(Instant::now()).min(STOP_CHECK)),
+            None => break,
         }
     }
     debug!("stream {} finished in {:?}", job.id, started.elapsed());

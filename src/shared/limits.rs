@@ -58,6 +58,11 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 /// in one 16 MiB frame.
 pub const MAX_MAX_CLIENTS: usize = 8_000;
 
+/// Frames a streaming thread encodes ahead of their time (about a quarter
+/// of a second at 30 fps), so that a moment's competition for the CPU costs
+/// slack rather than lateness.
+pub const LOOKAHEAD_FRAMES: usize = 8;
+
 /// Bytes a client reads from its socket per system call: a burst of joins
 /// arrives as a few large writes, read with a few calls.
 pub const CLIENT_READ_BUFFER: usize = 64 * 1024;
