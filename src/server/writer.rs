@@ -10,6 +10,12 @@
 //! thread. Control messages always go first: before each picture the writer
 //! sends every waiting chat message, join and leave, so chat never queues
 //! behind video.
+//!
+//! Traffic the client only watches go by (others joining and leaving, copies
+//! of messages sealed for someone else) is sent at most once per
+//! [`BATCH_WINDOW`]: in a burst the writer holds the outbox until the window
+//! ends and then writes everything at once, so a class joining costs each
+//! client a few large writes rather than one per classmate.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
