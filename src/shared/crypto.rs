@@ -87,10 +87,18 @@ impl Fingerprint {
     pub fn of_pem(pem: &str) -> Option<Fingerprint> {
         use base64::Engine;
         let body = pem.trim().strip_prefix("-----BEGIN PUBLIC KEY-----")?.strip_suffix("-----END PUBLIC KEY-----")?;
-        // Byte-wise: every client fingerprints every key it is sent.
-        let base64: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(base64).ok()?;
-        Some(Fingerprint::of_der(&der))
+        // Every client fingerprints every key it is sent: no allocation.
+        // The buffers fit the base64 and DER of keys far above MAX_KEY_BITS;
+        // anything larger is not a key this program accepts.
+        let (mut text, mut der) = ([0u8; 4096], [0u8; 3072]);
+        let mut len = 0;
+        for byte in body.bytes().filter(|b| !b.is_ascii_whitespace()) {
+            *text.get_mut(len)? = byte;
+            len += 1;
+        }
+        let der_len = base64::engine::general_purpose::STANDARD.decode_slice(&text[..len], &mut der).ok()?;
+        let der = &der[..der_len];
+        Some(Fingerprint::of_der(der))
     }
 
     /// Parses the displayed form (16 groups of 4 hex digits).
@@ -372,6 +380,8 @@ mod tests {
         assert_eq!(Fingerprint::of_pem(identity.public_pem()), Some(identity.fingerprint()));
         assert_eq!(Fingerprint::parse(&identity.fingerprint().to_string()), Some(identity.fingerprint()));
         assert_eq!(Fingerprint::parse("3f2a 91c0"), None);
+        let huge = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", "QUFB".repeat(5000));
+        assert_eq!(Fingerprint::of_pem(&huge), None, "larger than any accepted key");
         let text = identity.fingerprint().to_string();
         let groups: Vec<&str> = text.split(' ').collect();
         assert_eq!(groups.len(), 16);
