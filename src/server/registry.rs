@@ -175,6 +175,13 @@ impl OutboxReceiver {
         self.rx.try_recv().ok()
     }
 
+    /// Whether the queue is half full, by count or by bytes: a writer holding
+    /// a burst back must send it now, or the client would be disconnected
+    /// for an overflow that is not its fault.
+    pub(crate) fn filling_up(&self) -> bool {
+        self.rx.len() >= OUTBOX_MESSAGES / 2 || self.queued.load(Ordering::Relaxed) >= OUTBOX_BYTES / 2
+    }
+
     /// Marks an item as written, returning its bytes to the budget.
     pub(crate) fn written(&self, item: &Outgoing) {
         self.queued.fetch_sub(item.cost(), Ordering::Relaxed);

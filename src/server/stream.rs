@@ -137,6 +137,8 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let mut frames = parts.iter().flat_map(|&(i, first, last)| (first..=last).map(move |index| (i, index)));
     // Frames encoded ahead of their time, with the moment each is due.
     let mut ready: VecDeque<(Instant, VideoItem)> = VecDeque::with_capacity(LOOKAHEAD_FRAMES);
+    // A frame that cannot be sent ends the stream, after those before it.
+    let mut failure: Option<String> = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ended { reason: EndReason::Stopped, frames: sent, message: None };
@@ -155,6 +157,7 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
         // Otherwise work ahead, so that a moment's competition for the CPU
         // (other streams, a resolution change) costs slack, not lateness.
         if ready.len() < LOOKAHEAD_FRAMES
+            && failure.is_none()
             && let Some((i, index)) = frames.next()
         {
             let source = &sources[i];
@@ -162,7 +165,10 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
             let key = source.key(index, job.jpeg_quality);
             let jpeg = match job.cache.get_or_encode(&key, || source.decoder().encode(index, &mut encoder)) {
                 Ok(jpeg) => jpeg,
-                Err(message) => return failed(sent, message),
+                Err(message) => {
+                    failure = Some(message);
+                    continue;
+                }
             };
             let pts = Duration::from_secs_f64(f64::from(index) / fps);
             let header = FrameHeader {
@@ -172,10 +178,8 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
                 resolution: job.video.resolutions[i].label.clone(),
             };
             let Some(item) = frame_item(&header, jpeg) else {
-                return failed(
-                    sent,
-                    format!("frame {index} of {} exceeds the frame size limit", file_name(&source.path)),
-                );
+                failure = Some(format!("frame {index} of {} exceeds the frame size limit", file_name(&source.path)));
+                continue;
             };
             ready.push_back((started + pts, item));
             continue;
@@ -186,6 +190,9 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
             Some((due, _)) => thread::sleep(due.saturating_duration_since(Instant::now()).min(STOP_CHECK)),
             None => break,
         }
+    }
+    if let Some(message) = failure {
+        return failed(sent, message);
     }
     debug!("stream {} finished in {:?}", job.id, started.elapsed());
     Ended { reason: EndReason::Finished, frames: sent, message: None }

@@ -7,20 +7,20 @@
 //! queues, and the slow client's own writer is the one that blocks.
 //!
 //! A viewer has a second, small queue for video, filled by its streaming
-//! thread. Control messages always go first: before each picture the writer
-//! sends every waiting chat message, join and leave, so chat never queues
-//! behind video.
+//! thread. Control messages go first: before each picture the writer sends
+//! every waiting chat message, join and leave, so chat never queues behind
+//! video (except during a hold, below, when video keeps flowing).
 //!
 //! Traffic the client only watches go by (others joining and leaving, copies
 //! of messages sealed for someone else) is sent at most once per
 //! [`BATCH_WINDOW`]: in a burst the writer holds the outbox until the window
-//! ends and then writes everything at once, so a class joining costs each
-//! client a few large writes rather than one per classmate.
+//! ends (or the outbox is half full) and then writes everything at once, so
+//! a class joining costs each client a few large writes rather than one per
+//! classmate.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, never, select};
 use log::debug;
@@ -78,7 +78,7 @@ fn write_all(
                         // the window ends, so that queueing more wakes nobody,
                         // then send all that came meanwhile at once. Video
                         // keeps flowing.
-                        video = video_only(writer, video, Instant::now() + wait)?;
+                        video = video_only(writer, video, outbox, Instant::now() + wait)?;
                     }
                     write_item(writer, outbox, item, &mut deferred_sent)?;
                     unflushed = true;
@@ -95,24 +95,31 @@ fn write_all(
     }
 }
 
-/// Sends only video until `deadline`; returns the video queue, or
-/// [`never`] once no streaming thread holds it.
+/// Sends only video until `deadline`, or until the outbox is filling up;
+/// returns the video queue, or [`never`] once no streaming thread holds it.
 fn video_only(
     writer: &mut FrameWriter<&TcpStream>,
-    video: Receiver<VideoItem>,
+    mut video: Receiver<VideoItem>,
+    outbox: &OutboxReceiver,
     deadline: Instant,
 ) -> Result<Receiver<VideoItem>, FrameError> {
-    loop {
-        match video.recv_deadline(deadline) {
+    // Short naps, so that a queue filling up ends the hold early.
+    while !outbox.filling_up() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match video.recv_deadline(deadline.min(now + HOLD_CHECK)) {
             Ok(item) => write_video(writer, item)?,
-            Err(RecvTimeoutError::Timeout) => return Ok(video),
-            Err(RecvTimeoutError::Disconnected) => {
-                thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                return Ok(never());
-            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => video = never(),
         }
     }
+    Ok(video)
 }
+
+/// How often a holding writer looks at how full its outbox is.
+const HOLD_CHECK: Duration = Duration::from_millis(25);
 
 fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem) -> Result<(), FrameError> {
     match item {

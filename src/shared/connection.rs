@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use super::frame::{Frame, FrameError, FrameKind, read_frame, read_frame_into};
+use super::frame::{Frame, FrameError, FrameKind, KEPT_CAPACITY, read_frame, read_frame_into};
 use super::message::{MessageError, decode, encode};
 use super::trace::{self, Direction};
 
@@ -89,8 +89,13 @@ impl<R: Read> FrameReader<R> {
 
     /// Blocks until one whole frame has arrived and decodes it as a control message.
     pub fn recv<M: DeserializeOwned>(&mut self) -> Result<M, RecvError> {
-        let frame = self.next_frame()?;
-        Ok(decode(frame)?)
+        let decoded = decode(self.next_frame()?);
+        // The decoded message owns its data: an idle connection must not
+        // keep the memory of one large frame while it waits for the next.
+        if self.frame.payload.capacity() > KEPT_CAPACITY {
+            self.frame.payload = Vec::new();
+        }
+        Ok(decoded?)
     }
 }
 
@@ -167,5 +172,27 @@ impl<W: Write> FrameWriter<W> {
     /// The wrapped writer.
     pub fn get_ref(&self) -> &W {
         self.inner.get_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::limits::MAX_FRAME_LEN;
+
+    #[test]
+    fn a_reader_keeps_its_buffer_for_small_frames_and_releases_a_large_one() {
+        let mut bytes = Vec::new();
+        let mut writer = FrameWriter::new(&mut bytes);
+        writer.send(&"small").unwrap();
+        writer.send(&"x".repeat(4 * KEPT_CAPACITY)).unwrap();
+        writer.send(&"small again").unwrap();
+        drop(writer);
+        let mut reader = FrameReader::new(&bytes[..], MAX_FRAME_LEN);
+        assert_eq!(reader.recv::<String>().unwrap(), "small");
+        assert_eq!(reader.recv::<String>().unwrap().len(), 4 * KEPT_CAPACITY);
+        assert!(reader.frame.payload.capacity() <= KEPT_CAPACITY, "an idle reader holds a large frame's memory");
+        assert_eq!(reader.recv::<String>().unwrap(), "small again");
+        assert!(matches!(reader.recv::<String>(), Err(RecvError::Frame(FrameError::Closed))));
     }
 }

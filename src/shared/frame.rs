@@ -124,7 +124,7 @@ pub fn read_frame_into(reader: &mut impl Read, max_len: u32, frame: &mut Frame) 
 }
 
 /// Payload capacity a reader keeps between frames (see [`read_frame_into`]).
-const KEPT_CAPACITY: usize = 64 * 1024;
+pub const KEPT_CAPACITY: usize = 64 * 1024;
 
 /// Encodes a frame (header and payload) into one contiguous buffer, so that it
 /// can be written with a single call and shared among many recipients.
