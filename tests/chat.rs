@@ -375,15 +375,17 @@ fn strangers_who_never_join_cannot_take_every_thread() {
 #[test]
 fn a_burst_reaches_every_bystander_whole_and_in_order() {
     // Bystanders' copies of a busy chat are sent in batches: none may be
-    // lost or reordered, and a message to the bystander itself still comes
-    // after everything queued before it.
+    // lost or reordered, a message to the bystander itself still comes after
+    // everything queued before it, and a burst larger than a client's outbox
+    // (1024 messages) goes out before it overflows: a client that reads is
+    // never disconnected for it.
     let server = TestServer::with_defaults();
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
     alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
     bob.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
-    let count = 200;
+    let count = 1500;
     for i in 0..count {
         alice.send(&ClientMessage::Send { envelope: fake_envelope("bob", format!("m{i}"), 100) });
     }

@@ -156,12 +156,18 @@ pub(crate) struct Outbox {
     queued: Arc<AtomicUsize>,
     /// The client's socket, only to shut it down when the client must go.
     stream: Arc<TcpStream>,
+    /// Wakes a writer that is holding a burst back (see
+    /// [`BATCH_WINDOW`](crate::shared::limits::BATCH_WINDOW)) once the queue
+    /// is a quarter full, so that the burst goes out long before it could
+    /// overflow.
+    nudge: Sender<()>,
 }
 
 /// The receiving side of an outbox, owned by the writer thread.
 pub(crate) struct OutboxReceiver {
     rx: Receiver<Outgoing>,
     queued: Arc<AtomicUsize>,
+    nudge: Receiver<()>,
 }
 
 impl OutboxReceiver {
@@ -175,11 +181,11 @@ impl OutboxReceiver {
         self.rx.try_recv().ok()
     }
 
-    /// Whether the queue is half full, by count or by bytes: a writer holding
-    /// a burst back must send it now, or the client would be disconnected
-    /// for an overflow that is not its fault.
-    pub(crate) fn filling_up(&self) -> bool {
-        self.rx.len() >= OUTBOX_MESSAGES / 2 || self.queued.load(Ordering::Relaxed) >= OUTBOX_BYTES / 2
+    /// Signalled when the queue is a quarter full: a writer holding a burst back
+    /// must send it now, or the client would be disconnected for an
+    /// overflow that is not its fault.
+    pub(crate) fn nudged(&self) -> &Receiver<()> {
+        &self.nudge
     }
 
     /// Marks an item as written, returning its bytes to the budget.
@@ -196,19 +202,28 @@ impl Outbox {
     /// Creates an outbox for connection `id` on `stream`.
     pub(crate) fn new(id: u64, stream: Arc<TcpStream>) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = crossbeam_channel::bounded(OUTBOX_MESSAGES);
+        let (nudge, nudged) = crossbeam_channel::bounded(1);
         let queued = Arc::new(AtomicUsize::new(0));
-        (Outbox { id, tx, queued: Arc::clone(&queued), stream }, OutboxReceiver { rx, queued })
+        let outbox = Outbox { id, tx, queued: Arc::clone(&queued), stream, nudge };
+        (outbox, OutboxReceiver { rx, queued, nudge: nudged })
     }
 
     /// Queues an item without blocking.
     pub(crate) fn push(&self, item: Outgoing) -> Result<(), Overflow> {
         let cost = item.cost();
-        if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > OUTBOX_BYTES {
+        let queued = self.queued.fetch_add(cost, Ordering::Relaxed) + cost;
+        if queued > OUTBOX_BYTES {
             self.queued.fetch_sub(cost, Ordering::Relaxed);
             return Err(Overflow);
         }
         match self.tx.try_send(item) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if queued >= OUTBOX_BYTES / 4 || self.tx.len() >= OUTBOX_MESSAGES / 4 {
+                    // Full already means a nudge is pending.
+                    let _ = self.nudge.try_send(());
+                }
+                Ok(())
+            }
             // A disconnected writer means the client is already leaving.
             Err(TrySendError::Disconnected(_)) => Ok(()),
             Err(TrySendError::Full(_)) => {

@@ -14,15 +14,15 @@
 //! Traffic the client only watches go by (others joining and leaving, copies
 //! of messages sealed for someone else) is sent at most once per
 //! [`BATCH_WINDOW`]: in a burst the writer holds the outbox until the window
-//! ends (or the outbox is half full) and then writes everything at once, so
+//! ends (or the outbox is a quarter full) and then writes everything at once, so
 //! a class joining costs each client a few large writes rather than one per
 //! classmate.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, never, select};
+use crossbeam_channel::{Receiver, never, select};
 use log::debug;
 
 use super::registry::{OutboxReceiver, Outgoing};
@@ -103,23 +103,21 @@ fn video_only(
     outbox: &OutboxReceiver,
     deadline: Instant,
 ) -> Result<Receiver<VideoItem>, FrameError> {
-    // Short naps, so that a queue filling up ends the hold early.
-    while !outbox.filling_up() {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        match video.recv_deadline(deadline.min(now + HOLD_CHECK)) {
-            Ok(item) => write_video(writer, item)?,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => video = never(),
+    // Checked before each wait: a stream sent unpaced always has a frame
+    // ready, and must not keep the hold going past its end.
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        select! {
+            recv(video) -> item => match item {
+                Ok(item) => write_video(writer, item)?,
+                Err(_) => video = never(),
+            },
+            // A quarter full (or every sender gone): stop holding.
+            recv(outbox.nudged()) -> _ => return Ok(video),
+            default(left) => return Ok(video),
         }
     }
     Ok(video)
 }
-
-/// How often a holding writer looks at how full its outbox is.
-const HOLD_CHECK: Duration = Duration::from_millis(25);
 
 fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem) -> Result<(), FrameError> {
     match item {
