@@ -407,3 +407,26 @@ fn a_burst_reaches_every_bystander_whole_and_in_order() {
     with_own.push("for-carol".into());
     assert_eq!(ids(&mut carol, "for-carol"), with_own, "the bystander's copies, then its own message");
 }
+
+#[test]
+fn the_server_closes_a_departed_clients_socket_at_once() {
+    // Not only when the next client connects: a socket kept open after its
+    // client left would sit in CLOSE_WAIT, for the class to see in `ss`.
+    use std::io::Write;
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    alice.send(&ClientMessage::Quit);
+    let rest = alice.recv_until_closed();
+    assert!(rest.iter().any(|m| matches!(m, ServerMessage::Goodbye)), "{rest:?}");
+    // Once the server has closed its socket entirely, bytes sent to it are
+    // answered with a reset, and a later write fails.
+    let mut closed = false;
+    for _ in 0..100 {
+        if alice.stream.write_all(b"are you still there?").is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(closed, "the server kept the departed client's socket open");
+}

@@ -26,7 +26,7 @@ use super::library::{self, Video};
 use super::registry::{Outbox, Refusal, RelayError};
 use super::stream::{self, Flags, Job, VideoItem};
 use super::writer;
-use super::{Context, PendingJoin};
+use super::{Connection, Context, PendingJoin};
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;
 use crate::shared::frame::FrameError;
@@ -40,7 +40,10 @@ use crate::shared::video::{EndReason, Pace};
 use crate::shared::visible::visible;
 
 /// Serves one connection until it ends. Runs on the connection's own thread.
-pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>, pending: PendingJoin) {
+///
+/// `_connection` is dropped last, when everything below is done: that is
+/// when shutdown stops waiting for this connection and its socket closes.
+pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>, pending: PendingJoin, _connection: Connection) {
     let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Small frames (chat) must not wait for Nagle's algorithm; a peer that
     // stops reading must not hold its writer forever.

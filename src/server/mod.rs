@@ -24,12 +24,13 @@ mod registry;
 mod stream;
 mod writer;
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -89,6 +90,55 @@ struct Context {
     frames: Arc<cache::FrameCache>,
     /// Connections accepted that have not joined (or left) yet.
     door: Door,
+    /// Every connection being served.
+    live: Live,
+}
+
+/// A handle on the socket of every connection being served, so that
+/// shutdown can wake each handler blocked in `read`, and a way to wait for
+/// them all to end. A connection's entry goes as soon as its handler ends,
+/// so no socket of a client that left stays open (it would linger in
+/// CLOSE_WAIT, for all to see in `ss`).
+#[derive(Default)]
+struct Live {
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+    ended: Condvar,
+}
+
+impl Live {
+    fn sockets(&self) -> MutexGuard<'_, HashMap<u64, TcpStream>> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self) -> usize {
+        self.sockets().len()
+    }
+
+    /// Wakes every handler (its writer still sends what is queued) and
+    /// waits until each has ended.
+    fn close_all(&self) {
+        let mut sockets = self.sockets();
+        for stream in sockets.values() {
+            let _ = stream.shutdown(Direction::Read);
+        }
+        while !sockets.is_empty() {
+            sockets = self.ended.wait(sockets).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// One connection's entry in [`Live`], removed when its handler thread ends
+/// (however it ends).
+pub(crate) struct Connection {
+    context: Arc<Context>,
+    id: u64,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.context.live.sockets().remove(&self.id);
+        self.context.live.ended.notify_all();
+    }
 }
 
 /// Counts the connections that have not joined yet, so that strangers who
@@ -180,17 +230,19 @@ impl Shutdown {
 }
 
 /// Serves `listener` until `shutdown` is triggered, then tells every client,
-/// wakes and joins every thread, and returns.
+/// wakes every connection and waits for each to end, and returns.
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
     let limit = config.max_clients + MAX_PENDING_JOINS;
     let frames = Arc::new(cache::FrameCache::new(config.cache_mb.saturating_mul(1024 * 1024)));
-    let context =
-        Arc::new(Context { registry: Registry::new(config.max_clients), config, frames, door: Door::default() });
+    let context = Arc::new(Context {
+        registry: Registry::new(config.max_clients),
+        config,
+        frames,
+        door: Door::default(),
+        live: Live::default(),
+    });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
 
-    // Each live connection: its thread and a handle on its socket, so that
-    // shutdown can wake a thread blocked in read.
-    let mut connections: Vec<(JoinHandle<()>, TcpStream)> = Vec::new();
     let mut next_id: u64 = 0;
     for accepted in listener.incoming() {
         if shutdown.is_requested() {
@@ -206,8 +258,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
                 continue;
             }
         };
-        connections.retain(|(thread, _)| !thread.is_finished());
-        if connections.len() >= limit {
+        if context.live.count() >= limit {
             refuse_at_door(stream, format!("server is full ({} clients)", context.config.max_clients));
             continue;
         }
@@ -218,7 +269,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             continue;
         }
         next_id += 1;
-        let (id, ctx) = (next_id, Arc::clone(&context));
+        let id = next_id;
         let pending = PendingJoin(Arc::clone(&context));
         let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let waker = match stream.try_clone() {
@@ -228,25 +279,22 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
                 continue;
             }
         };
+        context.live.sockets().insert(id, waker);
+        let connection = Connection { context: Arc::clone(&context), id };
+        let ctx = Arc::clone(&context);
         let spawned = thread::Builder::new()
             .name(format!("client-{peer}"))
             .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || handler::serve(stream, id, ctx, pending));
-        match spawned {
-            Ok(thread) => connections.push((thread, waker)),
-            Err(e) => error!("{peer}: cannot start a thread: {e}"),
+            .spawn(move || handler::serve(stream, id, ctx, pending, connection));
+        // The thread runs detached; shutdown waits for it through `live`.
+        if let Err(e) = spawned {
+            error!("{peer}: cannot start a thread: {e}");
         }
     }
 
-    info!("shutting down: telling {} connection(s)", connections.len());
+    info!("shutting down: telling {} connection(s)", context.live.count());
     context.registry.close_all("server is shutting down");
-    for (_, stream) in &connections {
-        // Wakes the handler blocked in read; its writer still sends what is queued.
-        let _ = stream.shutdown(Direction::Read);
-    }
-    for (thread, _) in connections {
-        let _ = thread.join();
-    }
+    context.live.close_all();
     info!("stopped");
     Ok(())
 }
