@@ -9,7 +9,8 @@
 //! back with another key.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -127,11 +128,21 @@ impl Peers {
 
 /// Fingerprints trusted so far: in memory, and in `IDENTITY.known_peers`
 /// when the client has an identity file — one `name fingerprint` line each.
+///
+/// A name seen for the first time is appended to the file, so a class of a
+/// thousand joining costs each client a thousand short appends, not a
+/// thousand rewrites of a growing file. Only an accepted key change rewrites
+/// the file, into a temporary file renamed over the old one, so a client
+/// killed half-way never leaves a truncated list (which would silently turn
+/// every changed key into a "new" one).
 #[derive(Default)]
 pub(crate) struct KnownPeers {
     path: Option<PathBuf>,
     trusted: BTreeMap<String, Fingerprint>,
-    dirty: bool,
+    /// Lines to append at the next save: names trusted for the first time.
+    unsaved: String,
+    /// A trusted fingerprint was replaced: the next save rewrites the file.
+    rewrite: bool,
 }
 
 impl KnownPeers {
@@ -167,18 +178,36 @@ impl KnownPeers {
     }
 
     fn set(&mut self, name: &str, fingerprint: Fingerprint) {
-        self.trusted.insert(name.to_string(), fingerprint);
-        self.dirty = true;
+        match self.trusted.insert(name.to_string(), fingerprint) {
+            None => self.unsaved.push_str(&format!("{name} {fingerprint}\n")),
+            Some(before) if before != fingerprint => self.rewrite = true,
+            Some(_) => {}
+        }
     }
 
     fn save(&mut self) -> Result<(), String> {
-        let Some(path) = &self.path else { return Ok(()) };
-        if !self.dirty {
+        let Some(path) = &self.path else {
+            self.unsaved.clear();
             return Ok(());
-        }
-        let text: String = self.trusted.iter().map(|(name, fp)| format!("{name} {fp}\n")).collect();
-        fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        self.dirty = false;
+        };
+        let written = if self.rewrite {
+            let text: String = self.trusted.iter().map(|(name, fp)| format!("{name} {fp}\n")).collect();
+            let mut temporary = path.clone().into_os_string();
+            temporary.push(".tmp");
+            fs::write(&temporary, text).and_then(|()| fs::rename(&temporary, path))
+        } else if !self.unsaved.is_empty() {
+            // One write of whole lines, in append mode: never a torn line between them.
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut file| file.write_all(self.unsaved.as_bytes()))
+        } else {
+            return Ok(());
+        };
+        written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        self.unsaved.clear();
+        self.rewrite = false;
         Ok(())
     }
 }
@@ -188,13 +217,19 @@ mod tests {
     use super::*;
     use crate::shared::crypto::Identity;
 
+    /// A fresh directory of this test's own, and the known-peers path in it (no file yet).
+    fn empty_known_peers_file(test: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("me.pem.known_peers");
+        (dir, path)
+    }
+
     #[test]
     fn trusts_on_first_use_and_flags_a_changed_key_until_accepted() {
         let (one, two) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-        let dir = std::env::temp_dir().join(format!("ciphercast-known-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("me.pem.known_peers");
-        let _ = fs::remove_file(&path);
+        let (dir, path) = empty_known_peers_file("ciphercast-known");
 
         let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
         assert_eq!(peers.insert("bob smith", one.public_pem().into()), Arrival::New(one.fingerprint()));
@@ -218,6 +253,39 @@ mod tests {
         assert!(!peers.contains(&forged));
         fs::write(&path, "no fingerprint here\n").unwrap();
         assert!(KnownPeers::load(path).is_err());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn new_names_are_appended_and_a_change_rewrites_the_file_whole() {
+        let (one, two) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let (dir, path) = empty_known_peers_file("ciphercast-known-append");
+        let line = |name: &str, identity: &Identity| format!("{name} {}\n", identity.fingerprint());
+
+        // A first run meets a and b; a second run, loading the file, meets c and a again.
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        for name in ["b", "a"] {
+            peers.insert(name, one.public_pem().into());
+            peers.save_known().unwrap();
+        }
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        peers.insert("c", one.public_pem().into());
+        peers.insert("a", one.public_pem().into());
+        peers.save_known().unwrap();
+        let first_met_order = [line("b", &one), line("a", &one), line("c", &one)].concat();
+        assert_eq!(fs::read_to_string(&path).unwrap(), first_met_order, "each name once, in the order first met");
+
+        // Accepting b's new key rewrites the file, sorted, with b's new fingerprint only.
+        assert!(matches!(peers.insert("b", two.public_pem().into()), Arrival::Changed { .. }));
+        peers.save_known().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), first_met_order, "an unaccepted change is not saved");
+        peers.accept_change("b");
+        peers.save_known().unwrap();
+        let rewritten = [line("a", &one), line("b", &two), line("c", &one)].concat();
+        assert_eq!(fs::read_to_string(&path).unwrap(), rewritten);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
+        let reloaded = KnownPeers::load(path).unwrap();
+        assert_eq!(reloaded.get("b"), Some(two.fingerprint()));
         fs::remove_dir_all(dir).unwrap();
     }
 }
