@@ -430,3 +430,61 @@ fn the_server_closes_a_departed_clients_socket_at_once() {
     }
     assert!(closed, "the server kept the departed client's socket open");
 }
+
+#[test]
+fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
+    // One client sends the largest messages as fast as it can (broadcast
+    // mode) while its classmates' clients are busy for a moment: more than
+    // their outboxes hold. Nobody who then reads may be disconnected or
+    // miss a message: the server must stop reading the sender until there
+    // is room, not drop the readers.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let readers: Vec<TestClient> =
+        (0..3).map(|i| TestClient::join(server.addr, &format!("reader{i}"), identity(1 + i)).0).collect();
+    alice.recv_until("the last reader joined", |m| joined_name(m) == Some("reader2"));
+    // 40 × 1.4 MB is more than an outbox (32 MiB) and the sockets' buffers hold.
+    let count = 40;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|mut reader| {
+            let sent = Arc::clone(&sent);
+            std::thread::spawn(move || {
+                // Busy until the flood is over, or until the sender is held
+                // back (its count stops moving for half a second).
+                let (started, mut last, mut moved) = (Instant::now(), 0, Instant::now());
+                while sent.load(Ordering::SeqCst) < count && started.elapsed() < Duration::from_secs(60) {
+                    let now = sent.load(Ordering::SeqCst);
+                    if now != last {
+                        (last, moved) = (now, Instant::now());
+                    } else if moved.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let mut received = 0;
+                while received < count {
+                    match reader.try_recv() {
+                        Ok(ServerMessage::Sealed { .. }) => received += 1,
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("{} disconnected after {received} messages: {e}", reader.name)),
+                    }
+                }
+                Ok(received)
+            })
+        })
+        .collect();
+    let envelope = fake_envelope("reader0", "large".into(), ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES);
+    let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
+    for _ in 0..count {
+        alice.send_raw(&frame);
+        sent.fetch_add(1, Ordering::SeqCst);
+    }
+    for handle in handles {
+        assert_eq!(handle.join().unwrap(), Ok(count));
+    }
+}

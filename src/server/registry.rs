@@ -7,12 +7,18 @@
 //! I/O and RSA work all happen outside. Because every registry event is
 //! queued while the lock is held, every client sees events in one order: a
 //! newcomer's welcome always comes before any later join or leave.
+//!
+//! The one wait is outside the lock: a sealed message whose recipients'
+//! outboxes are half full waits for room (see [`Registry::relay`]), so a
+//! client sending faster than its classmates can read is slowed down
+//! instead of getting them disconnected.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{info, warn};
@@ -21,7 +27,7 @@ use thiserror::Error;
 use crate::shared::connection::FrameWriter;
 use crate::shared::crypto::CryptoError;
 use crate::shared::frame::FrameError;
-use crate::shared::limits::{OUTBOX_BYTES, OUTBOX_MESSAGES, PROTOCOL_VERSION};
+use crate::shared::limits::{OUTBOX_BYTES, OUTBOX_MESSAGES, PROTOCOL_VERSION, WRITE_TIMEOUT};
 use crate::shared::message::{Envelope, LeaveReason, Peer, RefusalCode, ServerMessage, encode};
 use crate::shared::names::NameError;
 
@@ -152,8 +158,8 @@ pub(crate) struct Outbox {
     /// Connection number, unique for the server's lifetime.
     id: u64,
     tx: Sender<Outgoing>,
-    /// Bytes queued and not yet written, shared with the writer.
-    queued: Arc<AtomicUsize>,
+    /// What is queued and not yet written, shared with the writer.
+    backlog: Arc<Backlog>,
     /// The client's socket, only to shut it down when the client must go.
     stream: Arc<TcpStream>,
     /// Wakes a writer that is holding a burst back (see
@@ -166,8 +172,37 @@ pub(crate) struct Outbox {
 /// The receiving side of an outbox, owned by the writer thread.
 pub(crate) struct OutboxReceiver {
     rx: Receiver<Outgoing>,
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     nudge: Receiver<()>,
+}
+
+/// What an outbox holds that its writer has not written yet — the budget
+/// that [`Outbox::push`] checks — and where senders wait for room.
+#[derive(Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    items: AtomicUsize,
+    /// Senders blocked in [`Outbox::wait_for_room`]; while there are none,
+    /// the writer never touches `writer_gone`.
+    waiting: AtomicUsize,
+    /// Set when the writer ends: nobody will make room any more.
+    writer_gone: Mutex<bool>,
+    room: Condvar,
+}
+
+impl Backlog {
+    /// Half full: a sender of a sealed message waits before adding to it.
+    fn crowded(&self) -> bool {
+        self.bytes.load(Ordering::SeqCst) > OUTBOX_BYTES / 2 || self.items.load(Ordering::SeqCst) > OUTBOX_MESSAGES / 2
+    }
+
+    /// Wakes the waiting senders. Taking the lock orders this after a
+    /// sender's check of [`Backlog::crowded`], so no wake-up is lost.
+    fn wake_senders(&self, writer_gone: bool) {
+        let mut gone = lock(&self.writer_gone);
+        *gone |= writer_gone;
+        self.room.notify_all();
+    }
 }
 
 impl OutboxReceiver {
@@ -190,7 +225,19 @@ impl OutboxReceiver {
 
     /// Marks an item as written, returning its bytes to the budget.
     pub(crate) fn written(&self, item: &Outgoing) {
-        self.queued.fetch_sub(item.cost(), Ordering::Relaxed);
+        let backlog = &*self.backlog;
+        backlog.bytes.fetch_sub(item.cost(), Ordering::SeqCst);
+        backlog.items.fetch_sub(1, Ordering::SeqCst);
+        if backlog.waiting.load(Ordering::SeqCst) > 0 && !backlog.crowded() {
+            backlog.wake_senders(false);
+        }
+    }
+}
+
+impl Drop for OutboxReceiver {
+    /// The writer has ended: senders waiting for room stop waiting.
+    fn drop(&mut self) {
+        self.backlog.wake_senders(true);
     }
 }
 
@@ -203,34 +250,65 @@ impl Outbox {
     pub(crate) fn new(id: u64, stream: Arc<TcpStream>) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = crossbeam_channel::bounded(OUTBOX_MESSAGES);
         let (nudge, nudged) = crossbeam_channel::bounded(1);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let outbox = Outbox { id, tx, queued: Arc::clone(&queued), stream, nudge };
-        (outbox, OutboxReceiver { rx, queued, nudge: nudged })
+        let backlog = Arc::new(Backlog::default());
+        let outbox = Outbox { id, tx, backlog: Arc::clone(&backlog), stream, nudge };
+        (outbox, OutboxReceiver { rx, backlog, nudge: nudged })
     }
 
     /// Queues an item without blocking.
     pub(crate) fn push(&self, item: Outgoing) -> Result<(), Overflow> {
+        let backlog = &*self.backlog;
         let cost = item.cost();
-        let queued = self.queued.fetch_add(cost, Ordering::Relaxed) + cost;
-        if queued > OUTBOX_BYTES {
-            self.queued.fetch_sub(cost, Ordering::Relaxed);
+        // Counted before the item is visible to the writer, which uncounts it.
+        let bytes = backlog.bytes.fetch_add(cost, Ordering::SeqCst) + cost;
+        let items = backlog.items.fetch_add(1, Ordering::SeqCst) + 1;
+        let uncount = || {
+            backlog.bytes.fetch_sub(cost, Ordering::SeqCst);
+            backlog.items.fetch_sub(1, Ordering::SeqCst);
+        };
+        if bytes > OUTBOX_BYTES {
+            uncount();
             return Err(Overflow);
         }
         match self.tx.try_send(item) {
             Ok(()) => {
-                if queued >= OUTBOX_BYTES / 4 || self.tx.len() >= OUTBOX_MESSAGES / 4 {
+                if bytes >= OUTBOX_BYTES / 4 || items >= OUTBOX_MESSAGES / 4 {
                     // Full already means a nudge is pending.
                     let _ = self.nudge.try_send(());
                 }
                 Ok(())
             }
             // A disconnected writer means the client is already leaving.
-            Err(TrySendError::Disconnected(_)) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => {
+                uncount();
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
-                self.queued.fetch_sub(cost, Ordering::Relaxed);
+                uncount();
                 Err(Overflow)
             }
         }
+    }
+
+    /// Whether the outbox is half full (see [`Registry::relay`]).
+    fn crowded(&self) -> bool {
+        self.backlog.crowded()
+    }
+
+    /// Waits until the outbox is no longer half full, its writer has ended,
+    /// or `deadline` passes.
+    fn wait_for_room(&self, deadline: Instant) {
+        let backlog = &*self.backlog;
+        let mut writer_gone = lock(&backlog.writer_gone);
+        backlog.waiting.fetch_add(1, Ordering::SeqCst);
+        while !*writer_gone && backlog.crowded() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
+            writer_gone = match backlog.room.wait_timeout(writer_gone, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        backlog.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Queues a control message.
@@ -349,36 +427,57 @@ impl Registry {
     /// Relays a sealed message from `from` to everyone but the sender
     /// ([`RelayMode::Broadcast`], the assignment's demonstration) or to the
     /// addressee only ([`RelayMode::Direct`]). Returns how many received it.
+    ///
+    /// If a recipient's outbox is half full, the sender's thread first waits
+    /// (without the lock) until there is room: a client that sends faster
+    /// than its classmates can read is slowed down — its socket fills and
+    /// its own writes block — instead of its classmates being disconnected
+    /// for an overflow that is not their fault. A recipient that reads
+    /// nothing at all is disconnected by its writer's [`WRITE_TIMEOUT`], so
+    /// the wait is bounded by it.
     pub(crate) fn relay(&self, from: &str, envelope: Envelope, mode: RelayMode) -> Result<usize, RelayError> {
         let to = envelope.to.clone();
         let frame: Arc<[u8]> = encode(&ServerMessage::Sealed { from: from.into(), envelope })?.into();
-        let mut overflowed = Vec::new();
-        let mut delivered = 0;
-        {
-            let state = self.lock();
-            let Some(addressee) = state.members.get(to.as_str()) else {
-                return Err(RelayError::UnknownRecipient(to));
-            };
-            let mut deliver = |outbox: &Outbox, item: Outgoing| {
-                if outbox.push(item).is_err() {
-                    overflowed.push(outbox.clone());
-                } else {
-                    delivered += 1;
-                }
-            };
-            // The addressee first and at once; in broadcast mode everyone
-            // else gets a copy they can only watch go by, which may wait.
-            deliver(&addressee.outbox, Outgoing::shared(&frame));
-            if mode == RelayMode::Broadcast {
-                for (name, member) in &state.members {
-                    if name.as_ref() != from && name.as_ref() != to {
-                        deliver(&member.outbox, Outgoing::deferrable(&frame, 0));
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let mut overflowed = Vec::new();
+            let mut delivered = 0;
+            let crowded = {
+                let state = self.lock();
+                let Some(addressee) = state.members.get(to.as_str()) else {
+                    return Err(RelayError::UnknownRecipient(to));
+                };
+                let bystanders = state
+                    .members
+                    .iter()
+                    .filter(|(name, _)| mode == RelayMode::Broadcast && name.as_ref() != from && name.as_ref() != to)
+                    .map(|(_, member)| &member.outbox);
+                let recipients = std::iter::once(&addressee.outbox).chain(bystanders);
+                let crowded: Vec<Outbox> = recipients.clone().filter(|outbox| outbox.crowded()).cloned().collect();
+                if crowded.is_empty() || Instant::now() >= deadline {
+                    for (i, outbox) in recipients.enumerate() {
+                        // The addressee first and at once; in broadcast mode
+                        // everyone else gets a copy they can only watch go
+                        // by, which may wait.
+                        let item = if i == 0 { Outgoing::shared(&frame) } else { Outgoing::deferrable(&frame, 0) };
+                        match outbox.push(item) {
+                            Ok(()) => delivered += 1,
+                            Err(Overflow) => overflowed.push(outbox.clone()),
+                        }
                     }
+                    Vec::new()
+                } else {
+                    crowded
                 }
+            };
+            if crowded.is_empty() {
+                kick_all(&overflowed);
+                return Ok(delivered);
+            }
+            for outbox in &crowded {
+                outbox.wait_for_room(deadline);
             }
         }
-        kick_all(&overflowed);
-        Ok(delivered)
     }
 
     /// Tells every client the server is going away and empties the registry;
@@ -551,5 +650,38 @@ mod tests {
         assert_eq!(read_all(&outboxes[1].1), ["welcome ann,old", "joined cy"]);
         assert!(read_all(&outboxes[2].1).is_empty(), "the refused one is told by its handler, not queued");
         assert_eq!(read_all(&outboxes[3].1), ["welcome ann,bob,old"]);
+    }
+
+    #[test]
+    fn a_sender_waits_for_room_until_the_writer_makes_some_or_ends() {
+        use std::time::Duration;
+        let (outbox, receiver) = outbox(1);
+        let item = || Outgoing::shared(&Arc::from(&b"x"[..]));
+        for _ in 0..=OUTBOX_MESSAGES / 2 {
+            outbox.push(item()).unwrap();
+        }
+        assert!(outbox.crowded());
+        // A hang detector, not a speed check: a lost wake-up waits this long.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let waiter = {
+            let outbox = outbox.clone();
+            std::thread::spawn(move || outbox.wait_for_room(deadline))
+        };
+        // The writer writes one item: half full no more, the sender goes on.
+        let written = receiver.try_recv().unwrap();
+        receiver.written(&written);
+        waiter.join().unwrap();
+        assert!(!outbox.crowded() && Instant::now() < deadline);
+
+        // Crowded again, and then the writer ends: the sender goes on too.
+        outbox.push(item()).unwrap();
+        let waiter = {
+            let outbox = outbox.clone();
+            std::thread::spawn(move || outbox.wait_for_room(deadline))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(receiver);
+        waiter.join().unwrap();
+        assert!(outbox.crowded() && Instant::now() < deadline);
     }
 }
