@@ -179,17 +179,15 @@ impl KnownPeers {
 
     fn set(&mut self, name: &str, fingerprint: Fingerprint) {
         match self.trusted.insert(name.to_string(), fingerprint) {
-            None => self.unsaved.push_str(&format!("{name} {fingerprint}\n")),
+            None if self.path.is_some() => self.unsaved.push_str(&format!("{name} {fingerprint}\n")),
+            None => {}
             Some(before) if before != fingerprint => self.rewrite = true,
             Some(_) => {}
         }
     }
 
     fn save(&mut self) -> Result<(), String> {
-        let Some(path) = &self.path else {
-            self.unsaved.clear();
-            return Ok(());
-        };
+        let Some(path) = &self.path else { return Ok(()) };
         let written = if self.rewrite {
             let text: String = self.trusted.iter().map(|(name, fp)| format!("{name} {fp}\n")).collect();
             let mut temporary = path.clone().into_os_string();
