@@ -446,8 +446,8 @@ fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
     let readers: Vec<TestClient> =
         (0..3).map(|i| TestClient::join(server.addr, &format!("reader{i}"), identity(1 + i)).0).collect();
     alice.recv_until("the last reader joined", |m| joined_name(m) == Some("reader2"));
-    // 40 × 1.4 MB is more than an outbox (32 MiB) and the sockets' buffers hold.
-    let count = 40;
+    // 60 × 1.4 MB is far more than an outbox (32 MiB) and the sockets' buffers hold.
+    let count = 60;
     let sent = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = readers
         .into_iter()
@@ -487,4 +487,53 @@ fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
     for handle in handles {
         assert_eq!(handle.join().unwrap(), Ok(count));
     }
+}
+
+#[test]
+fn a_classmate_too_slow_for_the_class_is_disconnected_and_the_flood_goes_on() {
+    // The other side of slowing a flood down: one client reading a message
+    // every two seconds must not set the pace of the whole class. Once a
+    // sender has waited RELAY_WAIT for it, it is disconnected, and the
+    // sender goes on.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let server = TestServer::with_defaults();
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (mut slowpoke, _) = TestClient::join(server.addr, "slowpoke", identity(2));
+    alice.recv_until("slowpoke joined", |m| joined_name(m) == Some("slowpoke"));
+    let count = 60;
+    let flood_over = Arc::new(AtomicBool::new(false));
+    let slow_reader = {
+        let flood_over = Arc::clone(&flood_over);
+        std::thread::spawn(move || {
+            let mut received = 0;
+            while received < count {
+                match slowpoke.try_recv() {
+                    Ok(ServerMessage::Sealed { .. }) => received += 1,
+                    Ok(_) => {}
+                    Err(_) => return received,
+                }
+                if !flood_over.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            }
+            received
+        })
+    };
+    let addressee = std::thread::spawn(move || {
+        for i in 0..count {
+            bob.recv_until(&format!("message {i}"), |m| matches!(m, ServerMessage::Sealed { .. }));
+        }
+    });
+    let envelope = fake_envelope("bob", "large".into(), ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES);
+    let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
+    for _ in 0..count {
+        alice.send_raw(&frame);
+    }
+    addressee.join().expect("bob received every message");
+    flood_over.store(true, Ordering::SeqCst);
+    let received = slow_reader.join().unwrap();
+    assert!(received < count, "slowpoke was never disconnected ({received} messages)");
 }

@@ -141,7 +141,8 @@ pub(crate) struct KnownPeers {
     trusted: BTreeMap<String, Fingerprint>,
     /// Lines to append at the next save: names trusted for the first time.
     unsaved: String,
-    /// A trusted fingerprint was replaced: the next save rewrites the file.
+    /// A trusted fingerprint was replaced, an append failed part-way, or the
+    /// file lacks its last newline: the next save rewrites the file whole.
     rewrite: bool,
 }
 
@@ -154,6 +155,8 @@ impl KnownPeers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(known),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
+        // Edited by hand, perhaps: appending would glue a name onto the last line.
+        known.rewrite = !text.is_empty() && !text.ends_with('\n');
         for (number, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -194,12 +197,15 @@ impl KnownPeers {
             temporary.push(".tmp");
             fs::write(&temporary, text).and_then(|()| fs::rename(&temporary, path))
         } else if !self.unsaved.is_empty() {
-            // One write of whole lines, in append mode: never a torn line between them.
-            OpenOptions::new()
+            // Whole lines in one write, in append mode.
+            let appended = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .and_then(|mut file| file.write_all(self.unsaved.as_bytes()))
+                .and_then(|mut file| file.write_all(self.unsaved.as_bytes()));
+            // Part of it may have been written: the next save rewrites the file.
+            self.rewrite = appended.is_err();
+            appended
         } else {
             return Ok(());
         };
@@ -282,8 +288,17 @@ mod tests {
         let rewritten = [line("a", &one), line("b", &two), line("c", &one)].concat();
         assert_eq!(fs::read_to_string(&path).unwrap(), rewritten);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
-        let reloaded = KnownPeers::load(path).unwrap();
+        let reloaded = KnownPeers::load(path.clone()).unwrap();
         assert_eq!(reloaded.get("b"), Some(two.fingerprint()));
+
+        // A file whose last line lost its newline (edited by hand): the next
+        // name goes on a line of its own.
+        fs::write(&path, rewritten.trim_end()).unwrap();
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        peers.insert("d", one.public_pem().into());
+        peers.save_known().unwrap();
+        let reloaded = KnownPeers::load(path).unwrap();
+        assert_eq!((reloaded.get("c"), reloaded.get("d")), (Some(one.fingerprint()), Some(one.fingerprint())));
         fs::remove_dir_all(dir).unwrap();
     }
 }

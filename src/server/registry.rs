@@ -8,15 +8,15 @@
 //! queued while the lock is held, every client sees events in one order: a
 //! newcomer's welcome always comes before any later join or leave.
 //!
-//! The one wait is outside the lock: a sealed message whose recipients'
-//! outboxes are half full waits for room (see [`Registry::relay`]), so a
-//! client sending faster than its classmates can read is slowed down
-//! instead of getting them disconnected.
+//! The one wait is outside the lock: a sealed message for a recipient whose
+//! outbox is congested waits for room (see [`Registry::relay`]), so a client
+//! sending faster than its classmates can read is slowed down instead of
+//! getting them disconnected.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -27,7 +27,7 @@ use thiserror::Error;
 use crate::shared::connection::FrameWriter;
 use crate::shared::crypto::CryptoError;
 use crate::shared::frame::FrameError;
-use crate::shared::limits::{OUTBOX_BYTES, OUTBOX_MESSAGES, PROTOCOL_VERSION, WRITE_TIMEOUT};
+use crate::shared::limits::{OUTBOX_BYTES, OUTBOX_MESSAGES, PROTOCOL_VERSION, RELAY_WAIT};
 use crate::shared::message::{Envelope, LeaveReason, Peer, RefusalCode, ServerMessage, encode};
 use crate::shared::names::NameError;
 
@@ -177,31 +177,61 @@ pub(crate) struct OutboxReceiver {
 }
 
 /// What an outbox holds that its writer has not written yet — the budget
-/// that [`Outbox::push`] checks — and where senders wait for room.
+/// that [`Outbox::push`] checks — and whether it is **congested**: more than
+/// half full at some push and not yet back down to a quarter. Senders of
+/// sealed messages wait while a recipient is congested (see
+/// [`Registry::relay`]); the gap between a half and a quarter lets them go
+/// on together rather than one per item written.
 #[derive(Default)]
 struct Backlog {
     bytes: AtomicUsize,
     items: AtomicUsize,
-    /// Senders blocked in [`Outbox::wait_for_room`]; while there are none,
-    /// the writer never touches `writer_gone`.
-    waiting: AtomicUsize,
-    /// Set when the writer ends: nobody will make room any more.
-    writer_gone: Mutex<bool>,
+    /// Set when the writer ends: what is left will never be written, and
+    /// nobody need wait for it.
+    writer_gone: AtomicBool,
+    /// Whether `congested_since` holds a time: read without the lock.
+    congested: AtomicBool,
+    /// When the congestion began; changed only with this lock held.
+    congested_since: Mutex<Option<Instant>>,
+    /// Signalled when the congestion ends.
     room: Condvar,
 }
 
 impl Backlog {
-    /// Half full: a sender of a sealed message waits before adding to it.
-    fn crowded(&self) -> bool {
-        self.bytes.load(Ordering::SeqCst) > OUTBOX_BYTES / 2 || self.items.load(Ordering::SeqCst) > OUTBOX_MESSAGES / 2
+    /// Whether more than `1/part` of either budget waits to be written.
+    fn fuller_than(&self, part: usize) -> bool {
+        !self.writer_gone.load(Ordering::SeqCst)
+            && (self.bytes.load(Ordering::SeqCst) > OUTBOX_BYTES / part
+                || self.items.load(Ordering::SeqCst) > OUTBOX_MESSAGES / part)
     }
 
-    /// Wakes the waiting senders. Taking the lock orders this after a
-    /// sender's check of [`Backlog::crowded`], so no wake-up is lost.
-    fn wake_senders(&self, writer_gone: bool) {
-        let mut gone = lock(&self.writer_gone);
-        *gone |= writer_gone;
-        self.room.notify_all();
+    /// After a push: more than half full begins a congestion.
+    fn check_congestion(&self) {
+        if !self.congested.load(Ordering::SeqCst) && self.fuller_than(2) {
+            let mut since = lock(&self.congested_since);
+            if since.is_none() && self.fuller_than(2) {
+                *since = Some(Instant::now());
+                self.congested.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// After a write: down to a quarter (or no writer any more) ends it,
+    /// and the senders waiting for it go on.
+    fn check_relief(&self) {
+        if self.congested.load(Ordering::SeqCst) && !self.fuller_than(4) {
+            let mut since = lock(&self.congested_since);
+            if !self.fuller_than(4) {
+                *since = None;
+                self.congested.store(false, Ordering::SeqCst);
+                self.room.notify_all();
+            }
+        }
+    }
+
+    /// When the current congestion began, if there is one.
+    fn congestion(&self) -> Option<Instant> {
+        if self.congested.load(Ordering::SeqCst) { *lock(&self.congested_since) } else { None }
     }
 }
 
@@ -228,16 +258,15 @@ impl OutboxReceiver {
         let backlog = &*self.backlog;
         backlog.bytes.fetch_sub(item.cost(), Ordering::SeqCst);
         backlog.items.fetch_sub(1, Ordering::SeqCst);
-        if backlog.waiting.load(Ordering::SeqCst) > 0 && !backlog.crowded() {
-            backlog.wake_senders(false);
-        }
+        backlog.check_relief();
     }
 }
 
 impl Drop for OutboxReceiver {
     /// The writer has ended: senders waiting for room stop waiting.
     fn drop(&mut self) {
-        self.backlog.wake_senders(true);
+        self.backlog.writer_gone.store(true, Ordering::SeqCst);
+        self.backlog.check_relief();
     }
 }
 
@@ -275,6 +304,7 @@ impl Outbox {
                 if bytes >= OUTBOX_BYTES / 4 || items >= OUTBOX_MESSAGES / 4 {
                     // Full already means a nudge is pending.
                     let _ = self.nudge.try_send(());
+                    backlog.check_congestion();
                 }
                 Ok(())
             }
@@ -290,25 +320,24 @@ impl Outbox {
         }
     }
 
-    /// Whether the outbox is half full (see [`Registry::relay`]).
-    fn crowded(&self) -> bool {
-        self.backlog.crowded()
+    /// When this outbox's current congestion began, if it is congested
+    /// (see [`Backlog`]).
+    fn congestion(&self) -> Option<Instant> {
+        self.backlog.congestion()
     }
 
-    /// Waits until the outbox is no longer half full, its writer has ended,
-    /// or `deadline` passes.
+    /// Waits until the congestion ends (the writer has brought the outbox
+    /// down to a quarter full, or has ended), or `deadline` passes.
     fn wait_for_room(&self, deadline: Instant) {
         let backlog = &*self.backlog;
-        let mut writer_gone = lock(&backlog.writer_gone);
-        backlog.waiting.fetch_add(1, Ordering::SeqCst);
-        while !*writer_gone && backlog.crowded() {
+        let mut since = lock(&backlog.congested_since);
+        while since.is_some() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
-            writer_gone = match backlog.room.wait_timeout(writer_gone, left) {
+            since = match backlog.room.wait_timeout(since, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
-        backlog.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Queues a control message.
@@ -392,7 +421,7 @@ impl Registry {
             let group = std::mem::take(&mut *lock(&self.arrivals));
             admit(&mut state, group, self.max_clients)
         };
-        kick_all(&overflowed);
+        kick_all(&overflowed, NOT_READING);
         let count = answer.try_recv().unwrap_or_else(|_| Err(Refusal::Protocol("the join was lost".into())))?;
         info!("{name} joined ({count} online)");
         Ok(count)
@@ -420,7 +449,7 @@ impl Registry {
             }
             state.members.len()
         };
-        kick_all(&overflowed);
+        kick_all(&overflowed, NOT_READING);
         info!("{name} left ({reason}, {count} online)");
     }
 
@@ -428,21 +457,23 @@ impl Registry {
     /// ([`RelayMode::Broadcast`], the assignment's demonstration) or to the
     /// addressee only ([`RelayMode::Direct`]). Returns how many received it.
     ///
-    /// If a recipient's outbox is half full, the sender's thread first waits
-    /// (without the lock) until there is room: a client that sends faster
-    /// than its classmates can read is slowed down — its socket fills and
-    /// its own writes block — instead of its classmates being disconnected
-    /// for an overflow that is not their fault. A recipient that reads
-    /// nothing at all is disconnected by its writer's [`WRITE_TIMEOUT`], so
-    /// the wait is bounded by it.
+    /// If a recipient's outbox is congested (see [`Backlog`]), the sender's
+    /// thread first waits, without the lock, for its writer to make room: a
+    /// client that sends faster than its classmates read is slowed down —
+    /// nobody reads its socket meanwhile, so its own writes block — instead
+    /// of its classmates being disconnected for an overflow that is not
+    /// their fault. A recipient congested for [`RELAY_WAIT`] cannot keep up
+    /// with the class (or reads nothing at all): it is disconnected rather
+    /// than allowed to set everyone's pace.
     pub(crate) fn relay(&self, from: &str, envelope: Envelope, mode: RelayMode) -> Result<usize, RelayError> {
         let to = envelope.to.clone();
         let frame: Arc<[u8]> = encode(&ServerMessage::Sealed { from: from.into(), envelope })?.into();
-        let deadline = Instant::now() + WRITE_TIMEOUT;
+        // Bounds the loop: every wait ends in room or in a disconnection,
+        // but a sender never waits more than twice RELAY_WAIT in all.
+        let give_up = Instant::now() + 2 * RELAY_WAIT;
         loop {
-            let mut overflowed = Vec::new();
-            let mut delivered = 0;
-            let crowded = {
+            let (mut overflowed, mut too_slow, mut congested, mut delivered) = (Vec::new(), Vec::new(), Vec::new(), 0);
+            {
                 let state = self.lock();
                 let Some(addressee) = state.members.get(to.as_str()) else {
                     return Err(RelayError::UnknownRecipient(to));
@@ -453,9 +484,19 @@ impl Registry {
                     .filter(|(name, _)| mode == RelayMode::Broadcast && name.as_ref() != from && name.as_ref() != to)
                     .map(|(_, member)| &member.outbox);
                 let recipients = std::iter::once(&addressee.outbox).chain(bystanders);
-                let crowded: Vec<Outbox> = recipients.clone().filter(|outbox| outbox.crowded()).cloned().collect();
-                if crowded.is_empty() || Instant::now() >= deadline {
+                let now = Instant::now();
+                for outbox in recipients.clone() {
+                    match outbox.congestion() {
+                        Some(since) if now.duration_since(since) >= RELAY_WAIT => too_slow.push(outbox.clone()),
+                        Some(since) if now < give_up => congested.push((outbox.clone(), since + RELAY_WAIT)),
+                        _ => {}
+                    }
+                }
+                if congested.is_empty() {
                     for (i, outbox) in recipients.enumerate() {
+                        if too_slow.iter().any(|slow| slow.id == outbox.id) {
+                            continue;
+                        }
                         // The addressee first and at once; in broadcast mode
                         // everyone else gets a copy they can only watch go
                         // by, which may wait.
@@ -465,17 +506,15 @@ impl Registry {
                             Err(Overflow) => overflowed.push(outbox.clone()),
                         }
                     }
-                    Vec::new()
-                } else {
-                    crowded
                 }
-            };
-            if crowded.is_empty() {
-                kick_all(&overflowed);
+            }
+            kick_all(&too_slow, "too slow: the client cannot keep up with the messages sent to it");
+            if congested.is_empty() {
+                kick_all(&overflowed, NOT_READING);
                 return Ok(delivered);
             }
-            for outbox in &crowded {
-                outbox.wait_for_room(deadline);
+            for (outbox, deadline) in &congested {
+                outbox.wait_for_room((*deadline).min(give_up));
             }
         }
     }
@@ -579,9 +618,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn kick_all(outboxes: &[Outbox]) {
+/// Why a client whose outbox overflowed is disconnected.
+const NOT_READING: &str = "outbox overflow: the client is not reading its messages";
+
+fn kick_all(outboxes: &[Outbox], why: &str) {
     for outbox in outboxes {
-        outbox.kick("outbox overflow: the client is not reading its messages");
+        outbox.kick(why);
     }
 }
 
@@ -653,35 +695,45 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_waits_for_room_until_the_writer_makes_some_or_ends() {
+    fn a_congested_outbox_holds_senders_until_the_writer_makes_room_or_ends() {
         use std::time::Duration;
         let (outbox, receiver) = outbox(1);
         let item = || Outgoing::shared(&Arc::from(&b"x"[..]));
-        for _ in 0..=OUTBOX_MESSAGES / 2 {
+        let congested = |outbox: &Outbox| outbox.congestion().is_some();
+        for _ in 0..OUTBOX_MESSAGES / 2 {
             outbox.push(item()).unwrap();
         }
-        assert!(outbox.crowded());
+        assert!(!congested(&outbox), "half full is not yet congested");
+        outbox.push(item()).unwrap();
+        assert!(congested(&outbox), "more than half full is");
         // A hang detector, not a speed check: a lost wake-up waits this long.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let waiter = {
+        let waiter = |outbox: &Outbox| {
             let outbox = outbox.clone();
             std::thread::spawn(move || outbox.wait_for_room(deadline))
         };
-        // The writer writes one item: half full no more, the sender goes on.
-        let written = receiver.try_recv().unwrap();
-        receiver.written(&written);
-        waiter.join().unwrap();
-        assert!(!outbox.crowded() && Instant::now() < deadline);
+        // The writer writes down to a quarter: the congestion ends there, not
+        // before, and the sender goes on.
+        let first = waiter(&outbox);
+        std::thread::sleep(Duration::from_millis(50));
+        while receiver.backlog.fuller_than(4) {
+            assert!(congested(&outbox));
+            let written = receiver.try_recv().unwrap();
+            receiver.written(&written);
+        }
+        first.join().unwrap();
+        assert!(!congested(&outbox) && Instant::now() < deadline);
 
-        // Crowded again, and then the writer ends: the sender goes on too.
-        outbox.push(item()).unwrap();
-        let waiter = {
-            let outbox = outbox.clone();
-            std::thread::spawn(move || outbox.wait_for_room(deadline))
-        };
+        // Congested again, and then the writer ends: the sender goes on, and
+        // nobody waits for what will never be written.
+        for _ in 0..=OUTBOX_MESSAGES / 4 {
+            outbox.push(item()).unwrap();
+        }
+        assert!(congested(&outbox));
+        let second = waiter(&outbox);
         std::thread::sleep(Duration::from_millis(50));
         drop(receiver);
-        waiter.join().unwrap();
-        assert!(outbox.crowded() && Instant::now() < deadline);
+        second.join().unwrap();
+        assert!(!congested(&outbox) && Instant::now() < deadline);
     }
 }

@@ -5,9 +5,10 @@
 //! [`Outbox`](super::registry::Outbox)); this thread drains the queue into
 //! the socket. A broadcast therefore never waits on a slow client's socket:
 //! it only queues, and the slow client's own writer is the one that blocks.
-//! (A sender of sealed messages does wait when a recipient's outbox is half
-//! full — see [`Registry::relay`](super::registry::Registry::relay) — so a
-//! flood slows its sender rather than overflowing its classmates.)
+//! (A sender of sealed messages does wait, for a few seconds at most, while a
+//! recipient's outbox is more than half full — see
+//! [`Registry::relay`](super::registry::Registry::relay) — so a flood slows
+//! its sender rather than overflowing its classmates.)
 //!
 //! A viewer has a second, small queue for video, filled by its streaming
 //! thread. Control messages go first: before each picture the writer sends

@@ -94,6 +94,12 @@ pub const OUTBOX_MESSAGES: usize = 1024;
 /// alone would let 1024 one-megabyte messages pile up).
 pub const OUTBOX_BYTES: usize = 32 * 1024 * 1024;
 
+/// The longest a sender of a sealed message waits for a recipient's half-full
+/// outbox to make room (see `Registry::relay`). A moment's pause of a
+/// classmate's client fits in it; a recipient that has not made room by then
+/// cannot keep up with what the class sends, and is disconnected.
+pub const RELAY_WAIT: Duration = Duration::from_secs(5);
+
 /// Video frames that may wait between a viewer's streaming thread and its
 /// writer: enough to smooth jitter, few enough that a slow viewer makes its
 /// own streaming thread wait instead of filling the server's memory.
