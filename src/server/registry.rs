@@ -186,8 +186,8 @@ pub(crate) struct OutboxReceiver {
 struct Backlog {
     bytes: AtomicUsize,
     items: AtomicUsize,
-    /// Set when the writer ends: what is left will never be written, and
-    /// nobody need wait for it.
+    /// Set when the writer ends or the client is disconnected: what is left
+    /// will never be written, and nobody need wait for it.
     writer_gone: AtomicBool,
     /// Whether `congested_since` holds a time: read without the lock.
     congested: AtomicBool,
@@ -356,6 +356,9 @@ impl Outbox {
     pub(crate) fn kick(&self, why: &str) {
         warn!("disconnecting connection {}: {why}", self.id);
         let _ = self.stream.shutdown(Shutdown::Both);
+        // Nothing more will be written: nobody need wait for room.
+        self.backlog.writer_gone.store(true, Ordering::SeqCst);
+        self.backlog.check_relief();
     }
 }
 
