@@ -489,51 +489,85 @@ fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
     }
 }
 
+/// `count` of the largest sealed messages to `to`, as fast as the socket takes them.
+fn flood(sender: &mut TestClient, to: &str, count: usize) {
+    let envelope = fake_envelope(to, "large".into(), ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES);
+    let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
+    for _ in 0..count {
+        sender.send_raw(&frame);
+    }
+}
+
+/// A client that reads one message every two seconds while a flood lasts.
+struct SlowReader {
+    flood_over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl SlowReader {
+    fn start(mut client: TestClient, count: usize) -> SlowReader {
+        let flood_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let over = std::sync::Arc::clone(&flood_over);
+        let thread = std::thread::spawn(move || {
+            let mut received = 0;
+            while client.try_recv().is_ok() && received < count {
+                received += 1;
+                if !over.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                }
+            }
+            received
+        });
+        SlowReader { flood_over, thread }
+    }
+
+    /// Reads the rest at full speed; returns how many messages came before
+    /// the connection ended.
+    fn finish(self) -> usize {
+        self.flood_over.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 #[test]
 fn a_classmate_too_slow_for_the_class_is_disconnected_and_the_flood_goes_on() {
     // The other side of slowing a flood down: one client reading a message
     // every two seconds must not set the pace of the whole class. Once a
     // sender has waited RELAY_WAIT for it, it is disconnected, and the
     // sender goes on.
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
     let server = TestServer::with_defaults();
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
-    let (mut slowpoke, _) = TestClient::join(server.addr, "slowpoke", identity(2));
+    let (slowpoke, _) = TestClient::join(server.addr, "slowpoke", identity(2));
     alice.recv_until("slowpoke joined", |m| joined_name(m) == Some("slowpoke"));
     let count = 60;
-    let flood_over = Arc::new(AtomicBool::new(false));
-    let slow_reader = {
-        let flood_over = Arc::clone(&flood_over);
-        std::thread::spawn(move || {
-            let mut received = 0;
-            while received < count {
-                match slowpoke.try_recv() {
-                    Ok(ServerMessage::Sealed { .. }) => received += 1,
-                    Ok(_) => {}
-                    Err(_) => return received,
-                }
-                if !flood_over.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_secs(2));
-                }
-            }
-            received
-        })
-    };
+    let slowpoke = SlowReader::start(slowpoke, count);
     let addressee = std::thread::spawn(move || {
         for i in 0..count {
             bob.recv_until(&format!("message {i}"), |m| matches!(m, ServerMessage::Sealed { .. }));
         }
     });
-    let envelope = fake_envelope("bob", "large".into(), ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES);
-    let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
-    for _ in 0..count {
-        alice.send_raw(&frame);
-    }
+    flood(&mut alice, "bob", count);
     addressee.join().expect("bob received every message");
-    flood_over.store(true, Ordering::SeqCst);
-    let received = slow_reader.join().unwrap();
+    let received = slowpoke.finish();
     assert!(received < count, "slowpoke was never disconnected ({received} messages)");
+}
+
+#[test]
+fn a_sender_is_told_when_its_addressee_could_not_keep_up() {
+    // Direct relay, one addressee reading a message every two seconds: it is
+    // disconnected, and the sender hears that its message was not delivered
+    // rather than nothing at all.
+    let server = TestServer::start(Config { relay: RelayMode::Direct, ..Config::default() });
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (slowpoke, _) = TestClient::join(server.addr, "slowpoke", identity(1));
+    alice.recv_until("slowpoke joined", |m| joined_name(m) == Some("slowpoke"));
+    let count = 60;
+    let slowpoke = SlowReader::start(slowpoke, count);
+    flood(&mut alice, "slowpoke", count);
+    match alice.recv_until("an error about slowpoke", |m| matches!(m, ServerMessage::Error { .. })) {
+        ServerMessage::Error { message } => assert!(message.contains("\"slowpoke\" cannot keep up"), "{message}"),
+        other => unreachable!("{other:?}"),
+    }
+    assert!(slowpoke.finish() < count, "slowpoke was never disconnected");
 }

@@ -155,8 +155,11 @@ impl KnownPeers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(known),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        // Edited by hand, perhaps: appending would glue a name onto the last line.
+        // A last line without its newline — edited by hand, or an append cut
+        // short — is rewritten rather than appended to, which would glue the
+        // next name onto it.
         known.rewrite = !text.is_empty() && !text.ends_with('\n');
+        let lines = text.lines().count();
         for (number, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -170,6 +173,8 @@ impl KnownPeers {
                 Some(fingerprint) => {
                     known.trusted.insert(parsed[16].to_string(), fingerprint);
                 }
+                // What an interrupted append leaves: that name is simply met anew.
+                None if known.rewrite && number + 1 == lines => {}
                 None => return Err(format!("{}:{}: expected `name fingerprint`", path.display(), number + 1)),
             }
         }
@@ -297,8 +302,17 @@ mod tests {
         let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
         peers.insert("d", one.public_pem().into());
         peers.save_known().unwrap();
-        let reloaded = KnownPeers::load(path).unwrap();
+        let reloaded = KnownPeers::load(path.clone()).unwrap();
         assert_eq!((reloaded.get("c"), reloaded.get("d")), (Some(one.fingerprint()), Some(one.fingerprint())));
+
+        // An append cut short leaves half a line: it is dropped, and the file
+        // rewritten whole at the next save.
+        let all = fs::read_to_string(&path).unwrap();
+        fs::write(&path, format!("{all}e 3f2a 91c0")).unwrap();
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        assert_eq!(peers.insert("e", two.public_pem().into()), Arrival::New(two.fingerprint()));
+        peers.save_known().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{all}{}", line("e", &two)));
         fs::remove_dir_all(dir).unwrap();
     }
 }

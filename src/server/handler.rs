@@ -204,7 +204,7 @@ impl Handler {
             Ok(receivers) => {
                 info!("{from} -> {to}: {bytes} sealed bytes relayed to {receivers} client(s)")
             }
-            Err(e @ RelayError::UnknownRecipient(_)) => self.reply_error(e.to_string()),
+            Err(e @ (RelayError::UnknownRecipient(_) | RelayError::TooSlow(_))) => self.reply_error(e.to_string()),
             Err(e) => warn!("{from} -> {to}: not relayed: {e}"),
         }
     }

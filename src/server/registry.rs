@@ -80,6 +80,10 @@ pub enum RelayError {
     /// Nobody of that name is connected.
     #[error("no client named \"{0}\"")]
     UnknownRecipient(String),
+    /// The addressee could not keep up with its messages and was
+    /// disconnected instead of receiving this one.
+    #[error("\"{0}\" cannot keep up with its messages and was disconnected; the message was not delivered")]
+    TooSlow(String),
     /// The relayed message could not be encoded (too large).
     #[error("{0}")]
     Encode(#[from] FrameError),
@@ -213,6 +217,10 @@ impl Backlog {
                 *since = Some(Instant::now());
                 self.congested.store(true, Ordering::SeqCst);
             }
+            drop(since);
+            // The writer may have drained the outbox before it could see the
+            // flag: one of us two sees the other's change and ends it.
+            self.check_relief();
         }
     }
 
@@ -324,6 +332,12 @@ impl Outbox {
     /// (see [`Backlog`]).
     fn congestion(&self) -> Option<Instant> {
         self.backlog.congestion()
+    }
+
+    /// Whether nothing queued will be written any more (the client was
+    /// disconnected, or its writer has ended).
+    fn gone(&self) -> bool {
+        self.backlog.writer_gone.load(Ordering::SeqCst)
     }
 
     /// Waits until the congestion ends (the writer has brought the outbox
@@ -474,6 +488,7 @@ impl Registry {
         // Bounds the loop: every wait ends in room or in a disconnection,
         // but a sender never waits more than twice RELAY_WAIT in all.
         let give_up = Instant::now() + 2 * RELAY_WAIT;
+        let mut addressee_too_slow = false;
         loop {
             let (mut overflowed, mut too_slow, mut congested, mut delivered) = (Vec::new(), Vec::new(), Vec::new(), 0);
             {
@@ -488,16 +503,19 @@ impl Registry {
                     .map(|(_, member)| &member.outbox);
                 let recipients = std::iter::once(&addressee.outbox).chain(bystanders);
                 let now = Instant::now();
-                for outbox in recipients.clone() {
+                for (i, outbox) in recipients.clone().enumerate() {
                     match outbox.congestion() {
-                        Some(since) if now.duration_since(since) >= RELAY_WAIT => too_slow.push(outbox.clone()),
+                        Some(since) if now.duration_since(since) >= RELAY_WAIT => {
+                            addressee_too_slow |= i == 0;
+                            too_slow.push(outbox.clone());
+                        }
                         Some(since) if now < give_up => congested.push((outbox.clone(), since + RELAY_WAIT)),
                         _ => {}
                     }
                 }
                 if congested.is_empty() {
                     for (i, outbox) in recipients.enumerate() {
-                        if too_slow.iter().any(|slow| slow.id == outbox.id) {
+                        if outbox.gone() || too_slow.iter().any(|slow| slow.id == outbox.id) {
                             continue;
                         }
                         // The addressee first and at once; in broadcast mode
@@ -514,7 +532,7 @@ impl Registry {
             kick_all(&too_slow, "too slow: the client cannot keep up with the messages sent to it");
             if congested.is_empty() {
                 kick_all(&overflowed, NOT_READING);
-                return Ok(delivered);
+                return if addressee_too_slow { Err(RelayError::TooSlow(to)) } else { Ok(delivered) };
             }
             for (outbox, deadline) in &congested {
                 outbox.wait_for_room((*deadline).min(give_up));
