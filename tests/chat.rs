@@ -3,8 +3,13 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
 use ciphercast::server::{Config, RelayMode};
 use ciphercast::shared::crypto::CryptoError;
+use ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES;
 use ciphercast::shared::message::{ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage};
 use support::{TestClient, TestServer, fake_envelope, identity, peer_key};
 
@@ -431,6 +436,48 @@ fn the_server_closes_a_departed_clients_socket_at_once() {
     assert!(closed, "the server kept the departed client's socket open");
 }
 
+/// Sends `count` of the largest sealed messages to `to` as fast as the
+/// socket takes them, calling `sent` after each.
+fn flood(sender: &mut TestClient, to: &str, count: usize, mut sent: impl FnMut()) {
+    let envelope = fake_envelope(to, "large".into(), MAX_CIPHERTEXT_BYTES);
+    let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
+    for _ in 0..count {
+        sender.send_raw(&frame);
+        sent();
+    }
+}
+
+/// A client that reads one message every two seconds while a flood lasts.
+struct SlowReader {
+    flood_over: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl SlowReader {
+    fn start(mut client: TestClient, count: usize) -> SlowReader {
+        let flood_over = Arc::new(AtomicBool::new(false));
+        let over = Arc::clone(&flood_over);
+        let thread = std::thread::spawn(move || {
+            let mut received = 0;
+            while client.try_recv().is_ok() && received < count {
+                received += 1;
+                if !over.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            }
+            received
+        });
+        SlowReader { flood_over, thread }
+    }
+
+    /// Reads the rest at full speed; returns how many messages came before
+    /// the connection ended.
+    fn finish(self) -> usize {
+        self.flood_over.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 #[test]
 fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
     // One client sends the largest messages as fast as it can (broadcast
@@ -438,9 +485,6 @@ fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
     // their outboxes hold. Nobody who then reads may be disconnected or
     // miss a message: the server must stop reading the sender until there
     // is room, not drop the readers.
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::{Duration, Instant};
     let server = TestServer::with_defaults();
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let readers: Vec<TestClient> =
@@ -478,54 +522,11 @@ fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
             })
         })
         .collect();
-    let envelope = fake_envelope("reader0", "large".into(), ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES);
-    let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
-    for _ in 0..count {
-        alice.send_raw(&frame);
+    flood(&mut alice, "reader0", count, || {
         sent.fetch_add(1, Ordering::SeqCst);
-    }
+    });
     for handle in handles {
         assert_eq!(handle.join().unwrap(), Ok(count));
-    }
-}
-
-/// `count` of the largest sealed messages to `to`, as fast as the socket takes them.
-fn flood(sender: &mut TestClient, to: &str, count: usize) {
-    let envelope = fake_envelope(to, "large".into(), ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES);
-    let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
-    for _ in 0..count {
-        sender.send_raw(&frame);
-    }
-}
-
-/// A client that reads one message every two seconds while a flood lasts.
-struct SlowReader {
-    flood_over: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<usize>,
-}
-
-impl SlowReader {
-    fn start(mut client: TestClient, count: usize) -> SlowReader {
-        let flood_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let over = std::sync::Arc::clone(&flood_over);
-        let thread = std::thread::spawn(move || {
-            let mut received = 0;
-            while client.try_recv().is_ok() && received < count {
-                received += 1;
-                if !over.load(std::sync::atomic::Ordering::SeqCst) {
-                    std::thread::sleep(std::time::Duration::from_secs(2));
-                }
-            }
-            received
-        });
-        SlowReader { flood_over, thread }
-    }
-
-    /// Reads the rest at full speed; returns how many messages came before
-    /// the connection ended.
-    fn finish(self) -> usize {
-        self.flood_over.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.thread.join().unwrap()
     }
 }
 
@@ -547,7 +548,7 @@ fn a_classmate_too_slow_for_the_class_is_disconnected_and_the_flood_goes_on() {
             bob.recv_until(&format!("message {i}"), |m| matches!(m, ServerMessage::Sealed { .. }));
         }
     });
-    flood(&mut alice, "bob", count);
+    flood(&mut alice, "bob", count, || {});
     addressee.join().expect("bob received every message");
     let received = slowpoke.finish();
     assert!(received < count, "slowpoke was never disconnected ({received} messages)");
@@ -564,7 +565,7 @@ fn a_sender_is_told_when_its_addressee_could_not_keep_up() {
     alice.recv_until("slowpoke joined", |m| joined_name(m) == Some("slowpoke"));
     let count = 60;
     let slowpoke = SlowReader::start(slowpoke, count);
-    flood(&mut alice, "slowpoke", count);
+    flood(&mut alice, "slowpoke", count, || {});
     match alice.recv_until("an error about slowpoke", |m| matches!(m, ServerMessage::Error { .. })) {
         ServerMessage::Error { message } => assert!(message.contains("\"slowpoke\" cannot keep up"), "{message}"),
         other => unreachable!("{other:?}"),

@@ -5,7 +5,7 @@
 //! [`Outbox`](super::registry::Outbox)); this thread drains the queue into
 //! the socket. A broadcast therefore never waits on a slow client's socket:
 //! it only queues, and the slow client's own writer is the one that blocks.
-//! (A sender of sealed messages does wait, for a few seconds at most, while a
+//! (A sender of sealed messages does wait, 10 s at most, while a
 //! recipient's outbox is more than half full — see
 //! [`Registry::relay`](super::registry::Registry::relay) — so a flood slows
 //! its sender rather than overflowing its classmates.)

@@ -94,10 +94,12 @@ pub const OUTBOX_MESSAGES: usize = 1024;
 /// alone would let 1024 one-megabyte messages pile up).
 pub const OUTBOX_BYTES: usize = 32 * 1024 * 1024;
 
-/// The longest a sender of a sealed message waits for a recipient's half-full
-/// outbox to make room (see `Registry::relay`). A moment's pause of a
-/// classmate's client fits in it; a recipient that has not made room by then
-/// cannot keep up with what the class sends, and is disconnected.
+/// How long a recipient's outbox may stay congested (more than half full,
+/// until its writer brings it back to a quarter) while a sender of a sealed
+/// message waits on it (see `Registry::relay`). A moment's pause of a
+/// classmate's client fits in it; a recipient still congested after it cannot
+/// keep up with what the class sends, and is disconnected. A sender waits at
+/// most twice this in all.
 pub const RELAY_WAIT: Duration = Duration::from_secs(5);
 
 /// Video frames that may wait between a viewer's streaming thread and its
