@@ -12,14 +12,13 @@
 //! same work (no stampede at the start of a popular video).
 //!
 //! One lock guards the map; under it there are only map operations — the
-//! encoding happens outside it.
+//! encoding happens outside it, on the streaming thread that asked. This
+//! file knows nothing of video: a frame is a key and some bytes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
-
-use super::stream::Decoder;
 
 /// Identifies one encoded frame.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,15 +31,6 @@ pub(crate) struct FrameKey {
     pub(crate) index: u32,
     /// JPEG quality.
     pub(crate) quality: i32,
-}
-
-/// What a file holds, as far as the plan is concerned.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct FileInfo {
-    /// Frame count as the container reports it.
-    pub(crate) frames: u32,
-    /// Frames per second.
-    pub(crate) fps: f64,
 }
 
 /// A frame being encoded by one thread while others wait for it.
@@ -58,12 +48,9 @@ struct State {
     by_use: BTreeMap<u64, FrameKey>,
     clock: u64,
     bytes: usize,
-    files: HashMap<(PathBuf, Option<SystemTime>), FileInfo>,
-    /// One decoder per file, shared while any stream uses it.
-    decoders: HashMap<(PathBuf, Option<SystemTime>), Weak<Mutex<Decoder>>>,
 }
 
-/// The shared cache of encoded frames and file facts.
+/// The shared cache of encoded frames.
 pub(crate) struct FrameCache {
     state: Mutex<State>,
     budget: usize,
@@ -77,38 +64,6 @@ impl FrameCache {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The file's frame count and rate, from the cache or from `probe`.
-    pub(crate) fn file_info(
-        &self,
-        file: &Path,
-        modified: Option<SystemTime>,
-        probe: impl FnOnce() -> Result<FileInfo, String>,
-    ) -> Result<FileInfo, String> {
-        let key = (file.to_path_buf(), modified);
-        if let Some(info) = self.lock().files.get(&key) {
-            return Ok(*info);
-        }
-        let info = probe()?;
-        self.lock().files.insert(key, info);
-        Ok(info)
-    }
-
-    /// The decoder of a file, shared by every stream that plays it: frames
-    /// are read in order by whichever viewer needs the next uncached one, so
-    /// the file is decoded once, sequentially. It closes when no stream
-    /// holds it any more.
-    pub(crate) fn decoder(&self, file: &Arc<Path>, modified: Option<SystemTime>) -> Arc<Mutex<Decoder>> {
-        let key = (file.to_path_buf(), modified);
-        let mut state = self.lock();
-        if let Some(decoder) = state.decoders.get(&key).and_then(Weak::upgrade) {
-            return decoder;
-        }
-        state.decoders.retain(|_, weak| weak.strong_count() > 0);
-        let decoder = Arc::new(Mutex::new(Decoder::new(Arc::clone(file))));
-        state.decoders.insert(key, Arc::downgrade(&decoder));
-        decoder
     }
 
     /// Whether a frame is cached (or being encoded).

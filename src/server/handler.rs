@@ -23,10 +23,12 @@ use crossbeam_channel::Sender;
 use log::{debug, error, info, warn};
 
 use super::library::{self, Video};
-use super::registry::{Outbox, Refusal, RelayError};
+use super::outbox::Outbox;
+use super::registry::{Refusal, RelayError};
 use super::stream::{self, Flags, Job, VideoItem};
 use super::writer;
-use super::{Connection, Context, PendingJoin};
+use super::door::PendingJoin;
+use super::{Context, LiveEntry};
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;
 use crate::shared::frame::FrameError;
@@ -41,9 +43,9 @@ use crate::shared::visible::visible;
 
 /// Serves one connection until it ends. Runs on the connection's own thread.
 ///
-/// `_connection` is dropped last, when everything below is done: that is
-/// when shutdown stops waiting for this connection and its socket closes.
-pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>, pending: PendingJoin, _connection: Connection) {
+/// `_live` is dropped last, when everything below is done: that is when
+/// shutdown stops waiting for this connection and its socket closes.
+pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>, pending: PendingJoin, _live: LiveEntry) {
     let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Small frames (chat) must not wait for Nagle's algorithm; a peer that
     // stops reading must not hold its writer forever.
@@ -249,6 +251,7 @@ impl Handler {
             pace,
             jpeg_quality: i32::from(self.context.config.jpeg_quality),
             cache: Arc::clone(&self.context.frames),
+            decoders: Arc::clone(&self.context.decoders),
         };
         let flags = Arc::new(Flags::default());
         let (queue, shared) = (self.video.clone(), Arc::clone(&flags));

@@ -12,21 +12,29 @@
 //!                                   writer-<addr>: outbox → socket
 //! ```
 //!
-//! [`run`] owns the accept loop. Each accepted connection gets a handler
-//! thread ([`handler`]) that blocks reading from its socket and a writer
-//! thread ([`writer`]) that blocks writing to it; they share the
-//! [`registry`] of joined clients. [`Shutdown`] stops it all.
+//! [`run`] owns the accept loop, on the thread that calls it. Each accepted
+//! connection gets a handler thread ([`handler`]) that blocks reading from
+//! its socket and a writer thread ([`writer`]) that blocks writing to it;
+//! they share the [`registry`] of joined clients. A playback gets a
+//! streaming thread of its own ([`stream`]). [`Shutdown`] stops it all: it
+//! wakes the acceptor blocked in `accept()` by connecting to it, and every
+//! handler blocked in `read` by shutting its socket down.
 
 mod cache;
+mod decoder;
+mod door;
 mod handler;
+mod hold;
 mod library;
+mod outbox;
+mod pacing;
 mod registry;
 mod stream;
 mod writer;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
+use std::net::{self, IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -37,9 +45,10 @@ use clap::ValueEnum;
 use log::{error, info, warn};
 
 use crate::shared::limits::{
-    CONNECTION_STACK_BYTES, DEFAULT_CACHE_MB, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, DOOR_WAIT, MAX_PENDING_JOINS,
+    CONNECTION_STACK_BYTES, DEFAULT_CACHE_MB, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, MAX_PENDING_JOINS,
 };
 use crate::shared::message::{RefusalCode, ServerMessage, encode};
+use door::Door;
 use registry::Registry;
 
 /// Who receives a relayed sealed message.
@@ -88,8 +97,10 @@ struct Context {
     registry: Registry,
     /// Encoded video frames, shared by every streaming thread.
     frames: Arc<cache::FrameCache>,
+    /// Open video files, shared by every streaming thread.
+    decoders: Arc<decoder::Decoders>,
     /// Connections accepted that have not joined (or left) yet.
-    door: Door,
+    door: Arc<Door>,
     /// Every connection being served.
     live: Live,
 }
@@ -119,7 +130,7 @@ impl Live {
     fn close_all(&self) {
         let mut sockets = self.sockets();
         for stream in sockets.values() {
-            let _ = stream.shutdown(Direction::Read);
+            let _ = stream.shutdown(net::Shutdown::Read);
         }
         while !sockets.is_empty() {
             sockets = self.ended.wait(sockets).unwrap_or_else(PoisonError::into_inner);
@@ -129,69 +140,15 @@ impl Live {
 
 /// One connection's entry in [`Live`], removed when its handler thread ends
 /// (however it ends).
-pub(crate) struct Connection {
+pub(crate) struct LiveEntry {
     context: Arc<Context>,
     id: u64,
 }
 
-impl Drop for Connection {
+impl Drop for LiveEntry {
     fn drop(&mut self) {
         self.context.live.sockets().remove(&self.id);
         self.context.live.ended.notify_all();
-    }
-}
-
-/// Counts the connections that have not joined yet, so that strangers who
-/// never say hello cannot take every thread. When [`MAX_PENDING_JOINS`] are
-/// waiting, the acceptor waits up to [`DOOR_WAIT`] for one of them to finish
-/// before accepting more: a whole class connecting at once queues in the
-/// listen backlog instead of being turned away. If no place comes free in
-/// that time, the door is jammed (strangers are sitting on every place) and
-/// newcomers are turned away at once until a place frees up.
-#[derive(Default)]
-struct Door {
-    state: Mutex<DoorState>,
-    freed: Condvar,
-}
-
-#[derive(Default)]
-struct DoorState {
-    waiting: usize,
-    jammed: bool,
-}
-
-impl Door {
-    /// Counts one more waiting connection, if a place is free or comes free
-    /// in time; false if the newcomer must be turned away.
-    fn enter(&self) -> bool {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let full = |state: &mut DoorState| state.waiting >= MAX_PENDING_JOINS;
-        let wait = if state.jammed { Duration::ZERO } else { DOOR_WAIT };
-        let (mut state, _) =
-            self.freed.wait_timeout_while(state, wait, |state| full(state)).unwrap_or_else(PoisonError::into_inner);
-        if full(&mut state) {
-            state.jammed = true;
-            return false;
-        }
-        state.waiting += 1;
-        true
-    }
-
-    fn leave(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.waiting = state.waiting.saturating_sub(1);
-        state.jammed = false;
-        self.freed.notify_one();
-    }
-}
-
-/// One connection counted by the [`Door`] until it is dropped: when its join
-/// succeeds or fails, or its thread ends before that.
-pub(crate) struct PendingJoin(Arc<Context>);
-
-impl Drop for PendingJoin {
-    fn drop(&mut self) {
-        self.0.door.leave();
     }
 }
 
@@ -238,7 +195,8 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         registry: Registry::new(config.max_clients),
         config,
         frames,
-        door: Door::default(),
+        decoders: Arc::default(),
+        door: Arc::default(),
         live: Live::default(),
     });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
@@ -259,18 +217,19 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             }
         };
         if context.live.count() >= limit {
-            refuse_at_door(stream, format!("server is full ({} clients)", context.config.max_clients));
+            let reason = format!("server is full ({} clients)", context.config.max_clients);
+            refuse_at_door(stream, RefusalCode::ServerFull, reason);
             continue;
         }
         // Strangers who have not joined yet get at most MAX_PENDING_JOINS
         // threads between them, so they cannot crowd out people who join.
-        if !context.door.enter() {
-            refuse_at_door(stream, "too many connections are waiting to join; try again in a few seconds".into());
+        let Some(pending) = context.door.enter() else {
+            let reason = "too many connections are waiting to join; try again in a few seconds";
+            refuse_at_door(stream, RefusalCode::Busy, reason.into());
             continue;
-        }
+        };
         next_id += 1;
         let id = next_id;
-        let pending = PendingJoin(Arc::clone(&context));
         let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let waker = match stream.try_clone() {
             Ok(waker) => waker,
@@ -280,12 +239,12 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             }
         };
         context.live.sockets().insert(id, waker);
-        let connection = Connection { context: Arc::clone(&context), id };
+        let entry = LiveEntry { context: Arc::clone(&context), id };
         let ctx = Arc::clone(&context);
         let spawned = thread::Builder::new()
             .name(format!("client-{peer}"))
             .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || handler::serve(stream, id, ctx, pending, connection));
+            .spawn(move || handler::serve(stream, id, ctx, pending, entry));
         // The thread runs detached; shutdown waits for it through `live`.
         if let Err(e) = spawned {
             error!("{peer}: cannot start a thread: {e}");
@@ -299,12 +258,13 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
     Ok(())
 }
 
-/// Turns a connection away without giving it a thread.
-fn refuse_at_door(mut stream: TcpStream, reason: String) {
-    let refusal = ServerMessage::Refused { code: RefusalCode::ServerFull, reason };
+/// Turns a connection away without giving it a thread: one non-blocking
+/// write (a refusal is far smaller than any socket buffer), then close.
+fn refuse_at_door(mut stream: TcpStream, code: RefusalCode, reason: String) {
+    warn!("refused a connection: {reason}");
+    let refusal = ServerMessage::Refused { code, reason };
     if let Ok(bytes) = encode(&refusal) {
         let _ = stream.set_nonblocking(true);
         let _ = stream.write_all(&bytes);
     }
-    warn!("refused a connection: too many connections");
 }

@@ -2,38 +2,27 @@
 //! client's socket.
 //!
 //! Any thread may queue a message for a client (see
-//! [`Outbox`](super::registry::Outbox)); this thread drains the queue into
-//! the socket. A broadcast therefore never waits on a slow client's socket:
-//! it only queues, and the slow client's own writer is the one that blocks.
-//! (A sender of sealed messages does wait, 10 s at most, while a
-//! recipient's outbox is more than half full — see
-//! [`Registry::relay`](super::registry::Registry::relay) — so a flood slows
-//! its sender rather than overflowing its classmates.)
+//! [`Outbox`](super::outbox::Outbox)); this thread drains the queue into the
+//! socket. A broadcast therefore never waits on a slow client's socket: it
+//! only queues, and the slow client's own writer is the one that blocks.
 //!
 //! A viewer has a second, small queue for video, filled by its streaming
 //! thread. Control messages go first: before each picture the writer sends
 //! every waiting chat message, join and leave, so chat never queues behind
-//! video (except during a hold, below, when video keeps flowing).
-//!
-//! Traffic the client only watches go by (others joining and leaving, copies
-//! of messages sealed for someone else) is sent at most once per
-//! [`BATCH_WINDOW`]: in a burst the writer holds the outbox until the window
-//! ends (or the outbox is a quarter full) and then writes everything at once, so
-//! a class joining costs each client a few large writes rather than one per
-//! classmate.
+//! video. Traffic the client only watches go by may be held back for a
+//! moment in a burst ([`Hold`]), and then goes out together.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, never, select};
 use log::debug;
 
-use super::registry::{OutboxReceiver, Outgoing};
+use super::hold::Hold;
+use super::outbox::{OutboxReceiver, Outgoing};
 use super::stream::VideoItem;
 use crate::shared::connection::FrameWriter;
 use crate::shared::frame::FrameError;
-use crate::shared::limits::BATCH_WINDOW;
 
 /// Runs until every sender of the outbox is gone and the queue is written,
 /// then closes the sending direction so the client reads a clean end of stream.
@@ -55,36 +44,28 @@ pub(super) fn run(stream: Arc<TcpStream>, outbox: OutboxReceiver, video: Receive
 fn write_all(
     writer: &mut FrameWriter<&TcpStream>,
     outbox: &OutboxReceiver,
-    video: Receiver<VideoItem>,
+    mut video: Receiver<VideoItem>,
 ) -> Result<(), FrameError> {
-    let mut video = video;
-    // When deferrable traffic was last sent (see BATCH_WINDOW).
-    let mut deferred_sent: Option<Instant> = None;
+    let mut hold = Hold::default();
     let mut unflushed = false;
     loop {
-        // Control first: everything waiting goes out in one flush.
+        // Everything waiting goes out, in order, with one flush. (Urgent
+        // signals about what is taken here are stale: forget them first.)
+        outbox.clear_urgent();
         while let Some(item) = outbox.try_recv() {
-            write_item(writer, outbox, item, &mut deferred_sent)?;
+            write_item(writer, outbox, &mut hold, item)?;
             unflushed = true;
         }
         if unflushed {
             writer.flush()?;
             unflushed = false;
         }
+        // Then sleep until there is more of either.
         select! {
             recv(outbox.channel()) -> item => match item {
                 Ok(item) => {
-                    if item.is_deferrable()
-                        && let Some(wait) = deferred_sent.and_then(|sent| BATCH_WINDOW.checked_sub(sent.elapsed()))
-                    {
-                        // Such traffic went out less than a window ago: a burst
-                        // (a class joining, a busy chat). Hold the queue until
-                        // the window ends, so that queueing more wakes nobody,
-                        // then send all that came meanwhile at once. Video
-                        // keeps flowing.
-                        video = video_only(writer, video, outbox, Instant::now() + wait)?;
-                    }
-                    write_item(writer, outbox, item, &mut deferred_sent)?;
+                    video = hold.wait_if_burst(&item, outbox, video, |frame| write_video(writer, frame))?;
+                    write_item(writer, outbox, &mut hold, item)?;
                     unflushed = true;
                 }
                 // Every sender is gone: the client has left.
@@ -99,30 +80,21 @@ fn write_all(
     }
 }
 
-/// Sends only video until `deadline`, or until the outbox is filling up;
-/// returns the video queue, or [`never`] once no streaming thread holds it.
-fn video_only(
+/// Writes one outbox item, without flushing (the loop flushes once it has
+/// written everything waiting).
+fn write_item(
     writer: &mut FrameWriter<&TcpStream>,
-    mut video: Receiver<VideoItem>,
     outbox: &OutboxReceiver,
-    deadline: Instant,
-) -> Result<Receiver<VideoItem>, FrameError> {
-    // Checked before each wait: a stream sent unpaced always has a frame
-    // ready, and must not keep the hold going past its end.
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        select! {
-            recv(video) -> item => match item {
-                Ok(item) => write_video(writer, item)?,
-                Err(_) => video = never(),
-            },
-            // A quarter full (or every sender gone): stop holding.
-            recv(outbox.nudged()) -> _ => return Ok(video),
-            default(left) => return Ok(video),
-        }
-    }
-    Ok(video)
+    hold: &mut Hold,
+    item: Outgoing,
+) -> Result<(), FrameError> {
+    item.write_to(writer)?;
+    outbox.written(&item);
+    hold.written(&item);
+    Ok(())
 }
 
+/// Writes one video item and flushes: a picture goes out whole and at once.
 fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem) -> Result<(), FrameError> {
     match item {
         VideoItem::Control(bytes) => {
@@ -131,18 +103,4 @@ fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem) -> Result<
         }
         VideoItem::Frame { head, jpeg } => writer.write_split(&head, &jpeg),
     }
-}
-
-fn write_item(
-    writer: &mut FrameWriter<&TcpStream>,
-    outbox: &OutboxReceiver,
-    item: Outgoing,
-    deferred_sent: &mut Option<Instant>,
-) -> Result<(), FrameError> {
-    item.write_to(writer)?;
-    outbox.written(&item);
-    if item.is_deferrable() {
-        *deferred_sent = Some(Instant::now());
-    }
-    Ok(())
 }

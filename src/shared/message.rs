@@ -196,6 +196,9 @@ pub enum RefusalCode {
     Protocol,
     /// The server is shutting down.
     ShuttingDown,
+    /// Too many connections are waiting to join: try again in a few seconds.
+    /// Sent by the acceptor, before any hello is read.
+    Busy,
 }
 
 /// A sealed message: text encrypted for one recipient and signed by its
