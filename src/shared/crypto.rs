@@ -360,6 +360,61 @@ mod tests {
     }
 
     #[test]
+    fn a_pss_signature_with_another_salt_length_is_rejected() {
+        let [alice, bob, _] = identities();
+        let bob_key = PeerKey::from_pem(bob.public_pem()).unwrap();
+        let alice_key = PeerKey::from_pem(alice.public_pem()).unwrap();
+        let mut envelope = alice.seal("alice", "bob", &bob_key, "salted").unwrap();
+        let digest = Sha256::digest(signed_bytes("alice", &envelope));
+        // The largest salt a 2048-bit key allows (OpenSSL's and Python's "max"), and a short one.
+        let max_salt = alice.key.size() - 32 - 2;
+        for salt in [max_salt, 20] {
+            envelope.signature = alice.key.sign(rsa::Pss::<Sha256>::new_with_salt(salt), &digest).unwrap();
+            let opened = bob.open("alice", &alice_key, &envelope);
+            assert!(matches!(opened, Err(CryptoError::BadSignature(_))), "salt of {salt} bytes accepted");
+        }
+        // The same construction with a 32-byte salt is what the protocol expects.
+        envelope.signature = alice.key.sign(rsa::Pss::<Sha256>::new_with_salt(32), &digest).unwrap();
+        assert_eq!(bob.open("alice", &alice_key, &envelope).unwrap(), "salted");
+    }
+
+    #[test]
+    fn associated_data_and_signed_bytes_have_the_documented_layout() {
+        // The worked example of docs/PROTOCOL.md.
+        let hex = |text: &str| -> Vec<u8> {
+            let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+            digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap()).collect()
+        };
+        let envelope = Envelope {
+            id: "x".into(),
+            to: "b".into(),
+            sent_at: 1,
+            wrapped_key: vec![0xaa; 2],
+            nonce: vec![0xbb; 12],
+            ciphertext: vec![0xcc; 3],
+            signature: Vec::new(),
+        };
+        let aad = hex("63 69 70 68 65 72 63 61 73 74 2f 31 20 73 65 61 6c 65 64 00
+                       00 00 00 00 00 00 00 01 61
+                       00 00 00 00 00 00 00 01 62
+                       00 00 00 00 00 00 00 01 78
+                       00 00 00 00 00 00 00 01");
+        assert_eq!((associated_data("a", &envelope), aad.len()), (aad.clone(), 55));
+        let rest = hex("00 00 00 00 00 00 00 02 aa aa
+                        00 00 00 00 00 00 00 0c bb bb bb bb bb bb bb bb bb bb bb bb
+                        00 00 00 00 00 00 00 03 cc cc cc");
+        assert_eq!(signed_bytes("a", &envelope), [aad, rest].concat());
+
+        // A sealed text: ciphertext is the text's length plus the 16-byte tag;
+        // the wrapped key and the signature are as long as the 2048-bit moduli.
+        let [alice, bob, _] = identities();
+        let sealed = alice.seal("alice", "bob", &PeerKey::from_pem(bob.public_pem()).unwrap(), "hi").unwrap();
+        assert_eq!((sealed.wrapped_key.len(), sealed.nonce.len(), sealed.ciphertext.len()), (256, 12, 2 + 16));
+        assert_eq!((sealed.signature.len(), sealed.sealed_len()), (256, 256 + 12 + 18));
+        assert!(sealed.id.len() == 32 && sealed.id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    }
+
+    #[test]
     fn refuses_oversized_text_and_keys_out_of_range() {
         let [alice, bob, _] = identities();
         let bob_key = PeerKey::from_pem(bob.public_pem()).unwrap();
