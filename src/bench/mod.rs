@@ -15,8 +15,8 @@
 //!
 //! Phases, in this order: joins ([`join`]: time until every registry is
 //! complete; the server's bytes per join; server memory per idle client),
-//! chat ([`chat`]: latency idle and with video streams running; the cost of
-//! sealing and opening), and concurrent
+//! chat ([`chat`]: latency idle, with video streams running, and with four
+//! senders at once; the cost of sealing and opening), and concurrent
 //! real-time viewers ([`viewers`]: one video, and distinct cold videos).
 //! Results go to `target/bench/results.json`, and [`report`] prints the
 //! table. `--quick` runs small counts and checks outcomes only; it runs
@@ -61,7 +61,7 @@ struct Plan {
     join_checkpoints: Vec<usize>,
     /// Clients joined during the chat phases.
     chat_clients: usize,
-    /// Messages of `chat.idle` and of `chat.streams`.
+    /// Messages of `chat.idle` and of `chat.streams`, and of each sender of `chat.concurrent`.
     chat_messages: usize,
     /// Clients watching a video during `chat.streams`.
     chat_streams: usize,

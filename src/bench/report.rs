@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::chat::SENDERS;
+
 /// A duration in milliseconds, with its fraction.
 pub(super) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
@@ -40,48 +42,38 @@ pub(super) fn print_table(results: &Value) {
             other => other.to_string(),
         }
     };
+    // Several figures of one section on one line, as `a / b / c`.
+    let several = |section: &[&str], keys: &[&str]| {
+        let values: Vec<String> = keys.iter().map(|key| get(&[section, &[*key]].concat())).collect();
+        values.join(" / ")
+    };
+    let concurrent_clients =
+        results["chat"]["concurrent"]["clients"].as_u64().map(|n| format!(" ({n} clients)")).unwrap_or_default();
     let rows = [
-        ("joins: clients", get(&["join", "clients"])),
-        ("joins: seconds until every registry is complete", get(&["join", "seconds"])),
+        ("joins: clients".to_string(), get(&["join", "clients"])),
+        ("joins: seconds until every registry is complete".into(), get(&["join", "seconds"])),
+        ("chat idle: p50 / p99 / max ms".into(), several(&["chat", "idle"], &["p50_ms", "p99_ms", "max_ms"])),
         (
-            "chat idle: p50 / p99 / max ms",
-            format!(
-                "{} / {} / {}",
-                get(&["chat", "idle", "p50_ms"]),
-                get(&["chat", "idle", "p99_ms"]),
-                get(&["chat", "idle", "max_ms"])
-            ),
+            "chat with streams: p50 / p99 / max ms".into(),
+            several(&["chat", "streams"], &["p50_ms", "p99_ms", "max_ms"]),
         ),
         (
-            "chat with streams: p50 / p99 / max ms",
+            format!("chat p50 / p99, {SENDERS} senders{concurrent_clients}"),
             format!(
-                "{} / {} / {}",
-                get(&["chat", "streams", "p50_ms"]),
-                get(&["chat", "streams", "p99_ms"]),
-                get(&["chat", "streams", "max_ms"])
+                "{} ms, {} messages/s",
+                several(&["chat", "concurrent"], &["p50_ms", "p99_ms"]),
+                get(&["chat", "concurrent", "messages_per_second"])
             ),
         ),
+        ("crypto: seal / open / keygen ms".into(), several(&["chat", "crypto_ms"], &["seal", "open", "keygen_median"])),
+        ("viewers of one video in real time".into(), get(&["viewers", "same_video_realtime_max"])),
+        ("viewers of distinct cold videos in real time".into(), get(&["viewers", "distinct_videos_realtime_max_cold"])),
+        ("server CPU ms per delivered frame".into(), get(&["viewers", "server_cpu_ms_per_frame"])),
         (
-            "crypto: seal / open / keygen ms",
-            format!(
-                "{} / {} / {}",
-                get(&["chat", "crypto_ms", "seal"]),
-                get(&["chat", "crypto_ms", "open"]),
-                get(&["chat", "crypto_ms", "keygen_median"])
-            ),
+            "cold top-resolution frame: decode / JPEG encode ms".into(),
+            several(&["viewers", "cold_frame_ms"], &["decode", "encode"]),
         ),
-        ("viewers of one video in real time", get(&["viewers", "same_video_realtime_max"])),
-        ("viewers of distinct cold videos in real time", get(&["viewers", "distinct_videos_realtime_max_cold"])),
-        ("server CPU ms per delivered frame", get(&["viewers", "server_cpu_ms_per_frame"])),
-        (
-            "cold top-resolution frame: decode / JPEG encode ms",
-            format!(
-                "{} / {}",
-                get(&["viewers", "cold_frame_ms", "decode"]),
-                get(&["viewers", "cold_frame_ms", "encode"])
-            ),
-        ),
-        ("server memory KiB per idle client", get(&["server", "rss_kib_per_idle_client"])),
+        ("server memory KiB per idle client".into(), get(&["server", "rss_kib_per_idle_client"])),
     ];
     println!("{:<50} value", "measure");
     for (name, value) in rows {
