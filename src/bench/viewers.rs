@@ -86,50 +86,52 @@ fn viewers_once(keys: &Arc<Vec<Identity>>, videos: &Path, count: usize, distinct
 /// Tries the plan's steps of viewers, in order, until one fails; returns the
 /// `viewers` section of results.json.
 pub(super) fn bench_viewers(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path) -> Result<Value, String> {
-    let mut same_max = 0;
-    let (mut cpu_per_frame, mut p99) = (0.0, 0.0);
     let mut steps = Vec::new();
-    for &count in &plan.same_video_steps {
-        let run = viewers_once(keys, videos, count, false)?;
-        let ok = run.complete && run.p99_lateness_ms < run.interval_ms;
-        eprintln!(
-            "bench: {count} viewers of one video: p99 lateness {:.1} ms, complete {}",
-            run.p99_lateness_ms, run.complete
-        );
-        steps.push(json!({ "viewers": count, "complete": run.complete, "p99_lateness_ms": run.p99_lateness_ms, "server_cpu_ms_per_frame": run.cpu_ms_per_frame }));
-        if !run.complete {
-            return Err(format!("{count} viewers of one video did not all receive every frame"));
-        }
-        if !ok {
-            break;
-        }
-        (same_max, cpu_per_frame, p99) = (count, run.cpu_ms_per_frame, run.p99_lateness_ms);
-    }
-    let mut cold_max = 0;
-    for &count in &plan.cold_steps {
-        let run = viewers_once(keys, videos, count, true)?;
-        eprintln!(
-            "bench: {count} viewers of distinct cold videos: p99 lateness {:.1} ms, complete {}",
-            run.p99_lateness_ms, run.complete
-        );
-        steps.push(json!({ "distinct_viewers": count, "complete": run.complete, "p99_lateness_ms": run.p99_lateness_ms, "server_cpu_ms_per_frame": run.cpu_ms_per_frame }));
-        if !run.complete {
-            return Err(format!("{count} viewers of distinct videos did not all receive every frame"));
-        }
-        if run.p99_lateness_ms >= run.interval_ms {
-            break;
-        }
-        cold_max = count;
-    }
+    let same = largest_realtime(keys, videos, &plan.same_video_steps, false, &mut steps)?;
+    let cold = largest_realtime(keys, videos, &plan.cold_steps, true, &mut steps)?;
+    let (same_max, cpu_per_frame, p99) =
+        same.map_or((0, 0.0, 0.0), |(count, run)| (count, run.cpu_ms_per_frame, run.p99_lateness_ms));
     let top = plan.heights.iter().copied().max().unwrap_or(0);
     Ok(json!({
         "same_video_realtime_max": same_max,
-        "distinct_videos_realtime_max_cold": cold_max,
+        "distinct_videos_realtime_max_cold": cold.map_or(0, |(count, _)| count),
         "server_cpu_ms_per_frame": cpu_per_frame,
         "p99_lateness_ms": p99,
         "cold_frame_ms": frame_costs(&videos.join(format!("Video_1_{top}p.mp4")), top)?,
         "steps": steps,
     }))
+}
+
+/// Runs a step of `count` viewers for each of `counts`, in order, until one
+/// is not in real time (p99 lateness of a frame interval or more); records
+/// each step in `steps`. Returns the largest passing step and its run. A
+/// step in which a viewer missed a frame is an error, not a slow step.
+fn largest_realtime(
+    keys: &Arc<Vec<Identity>>,
+    videos: &Path,
+    counts: &[usize],
+    distinct: bool,
+    steps: &mut Vec<Value>,
+) -> Result<Option<(usize, ViewerRun)>, String> {
+    let (what, key) = if distinct {
+        ("viewers of distinct cold videos", "distinct_viewers")
+    } else {
+        ("viewers of one video", "viewers")
+    };
+    let mut passed = None;
+    for &count in counts {
+        let run = viewers_once(keys, videos, count, distinct)?;
+        eprintln!("bench: {count} {what}: p99 lateness {:.1} ms, complete {}", run.p99_lateness_ms, run.complete);
+        steps.push(json!({ key: count, "complete": run.complete, "p99_lateness_ms": run.p99_lateness_ms, "server_cpu_ms_per_frame": run.cpu_ms_per_frame }));
+        if !run.complete {
+            return Err(format!("{count} {what} did not all receive every frame"));
+        }
+        if run.p99_lateness_ms >= run.interval_ms {
+            break;
+        }
+        passed = Some((count, run));
+    }
+    Ok(passed)
 }
 
 /// What one frame of the top resolution costs a cold stream, measured here
