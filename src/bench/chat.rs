@@ -142,6 +142,8 @@ fn chat_run(
         let key = &keys[(i + 1) % keys.len()];
         addressees.push((Member::join(server.address, format!("addressee{i}"), key, tally)?, arrivals));
     }
+    // Let the announcements of the addressees settle (writers hold join
+    // bursts for the server's batch window), so no burst is held when the clock starts.
     thread::sleep(Duration::from_millis(200));
     let envelopes = in_parallel("seal", (0..senders).collect(), |i| {
         let recipient = PeerKey::from_pem(keys[(i + 1) % keys.len()].public_pem()).map_err(|e| e.to_string())?;
@@ -157,7 +159,13 @@ fn chat_run(
         thread::sleep(Duration::from_millis(300));
     }
     let drain = thread::spawn(move || while completions.recv_timeout(Duration::from_secs(30)).is_ok() {});
-    let loops: Vec<_> = members.iter_mut().zip(&addressees).zip(envelopes).map(|((s, (_, a)), e)| (s, a, e)).collect();
+    // Sender i writes to addressee i: (its member, its addressee's reports, its envelopes).
+    let loops: Vec<_> = members
+        .iter_mut()
+        .zip(&addressees)
+        .zip(envelopes)
+        .map(|((sender, (_, arrivals)), envelopes)| (sender, arrivals, envelopes))
+        .collect();
     let started = Instant::now();
     let per_sender =
         in_parallel("send", loops, |(sender, arrivals, envelopes)| closed_loop(sender, arrivals, envelopes))?;
