@@ -12,13 +12,11 @@
 //! - [`client`]: the interactive client: a reader thread for the network,
 //!   the main thread for the menu.
 //! - [`videos`]: the generator of the demo video library.
-//! - [`bench`]: `ciphercast bench`, the benchmark harness.
 //! - [`cli`]: the command line, shared by `main.rs` and the tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod server;

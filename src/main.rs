@@ -1,5 +1,9 @@
 //! The `ciphercast` binary: parses the command line, starts logging, and
-//! hands over to the library. Exit status: 0 success, 1 failure, 2 usage.
+//! hands over to the library — or, for `ciphercast bench`, to the [`bench`]
+//! module, which lives in the binary so that it can use only the library's
+//! public interface. Exit status: 0 success, 1 failure, 2 usage.
+
+mod bench;
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -8,7 +12,7 @@ use clap::Parser;
 use log::error;
 
 use ciphercast::cli::{Cli, ClientArgs, Command, ServerArgs, VideosArgs};
-use ciphercast::{bench, client, server, videos};
+use ciphercast::{client, server, videos};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -17,7 +17,7 @@ fn the_quick_bench_completes_and_writes_every_figure() {
     assert_eq!(bench.finish(), 0, "bench failed:\n{:#?}", bench.stderr);
     let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
     let results: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let paths: [&[&str]; 22] = [
+    let paths: [&[&str]; 26] = [
         &["machine", "cores"],
         &["machine", "model"],
         &["join", "clients"],
@@ -31,6 +31,10 @@ fn the_quick_bench_completes_and_writes_every_figure() {
         &["chat", "idle", "max_ms"],
         &["chat", "streams", "active_streams"],
         &["chat", "streams", "p99_ms"],
+        &["chat", "concurrent", "p50_ms"],
+        &["chat", "concurrent", "p99_ms"],
+        &["chat", "concurrent", "senders"],
+        &["chat", "concurrent", "messages_per_second"],
         &["chat", "crypto_ms", "seal"],
         &["chat", "crypto_ms", "open"],
         &["chat", "crypto_ms", "keygen_median"],
@@ -47,8 +51,13 @@ fn the_quick_bench_completes_and_writes_every_figure() {
     }
     assert_eq!(results["join"]["clients"], 20);
     assert_eq!(results["chat"]["idle"]["messages"], 20, "every chat message arrived");
+    // --quick: 20 messages per sender, as chat.idle's one sender.
+    let concurrent = &results["chat"]["concurrent"];
+    assert_eq!(concurrent["senders"], 4);
+    assert_eq!(concurrent["messages"], 4 * 20, "every message of every sender arrived");
     assert!(results["join"]["bytes_per_join_at"]["10"].as_f64().unwrap() > 0.0);
     let table = bench.stdout.join("\n");
     assert!(table.contains("viewers of one video in real time"), "{table}");
+    assert!(table.contains("chat p50 / p99, 4 senders"), "{table}");
     let _ = std::fs::remove_dir_all(&dir);
 }

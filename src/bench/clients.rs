@@ -1,0 +1,240 @@
+//! The bench's synthetic clients: each joins with the real protocol and has
+//! one reader thread (named `bench-NAME`) that keeps a registry, counts the
+//! bytes the server sent, and reports arrivals to the phase on the main
+//! thread through a channel. The main thread (or a phase's sender threads)
+//! write on the socket; the reader thread only reads, so the two halves of
+//! each socket are never shared behind a lock.
+
+use std::collections::BTreeMap;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use ciphercast::shared::connection::{FrameReader, FrameWriter};
+use ciphercast::shared::crypto::{Fingerprint, Identity};
+use ciphercast::shared::frame::{FrameKind, HEADER_LEN};
+use ciphercast::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use ciphercast::shared::message::{ClientMessage, ServerMessage, decode};
+use ciphercast::shared::names::validate_name;
+use ciphercast::shared::video::FrameHeader;
+
+use super::server_process::ServerProcess;
+
+/// What a synthetic client's reader thread reports.
+pub(super) enum Report {
+    /// Its registry holds at least the target count.
+    Complete,
+    /// A sealed message arrived (its id), and when.
+    Sealed(String, Instant),
+    /// A stream ended; the arrival time and presentation time of every frame.
+    Stream { frames: Vec<(Instant, u64)>, announced: u32, fps: f64 },
+}
+
+/// What every synthetic client of a phase shares: the registry size to
+/// report, a count of the bytes the server sent them, and where to report.
+#[derive(Clone)]
+pub(super) struct Tally {
+    /// Atomic so a phase can raise it while the readers run (see `bytes_for_join`).
+    target: Arc<AtomicUsize>,
+    received: Arc<AtomicU64>,
+    reports: Sender<Report>,
+}
+
+impl Tally {
+    /// A tally whose clients report when their registry holds `target`
+    /// peers, and the receiving end of their reports. The channel is
+    /// unbounded so that a reader never waits for the main thread: the
+    /// reports of a phase are few (one per client, or one per message).
+    pub(super) fn new(target: usize) -> (Tally, Receiver<Report>) {
+        let (reports, receiver) = unbounded();
+        let tally = Tally { target: Arc::new(AtomicUsize::new(target)), received: Arc::default(), reports };
+        (tally, receiver)
+    }
+
+    /// From now on, report when the registry holds `target` peers.
+    pub(super) fn set_target(&self, target: usize) {
+        self.target.store(target, Ordering::SeqCst);
+    }
+
+    /// Bytes the server sent to every client of this tally so far, frame headers included.
+    pub(super) fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+/// A joined synthetic client: its socket and its reader thread. Dropping it
+/// closes the socket, which ends the reader, and waits for it.
+pub(super) struct Member {
+    stream: TcpStream,
+    writer: FrameWriter<TcpStream>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Member {
+    /// Connects and joins as `name`; the reader thread keeps a registry and
+    /// reports when it holds the tally's target of peers (read at each update).
+    pub(super) fn join(address: SocketAddr, name: String, key: &Identity, tally: Tally) -> Result<Member, String> {
+        let stream = TcpStream::connect(address).map_err(|e| format!("{name}: cannot connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let reader_half = stream.try_clone().map_err(|e| e.to_string())?;
+        let mut writer = FrameWriter::new(stream.try_clone().map_err(|e| e.to_string())?);
+        let hello =
+            ClientMessage::Hello { version: PROTOCOL_VERSION, name: name.clone(), public_key: key.public_pem().into() };
+        writer.send(&hello).map_err(|e| format!("{name}: {e}"))?;
+        let reader = thread::Builder::new()
+            .name(format!("bench-{name}"))
+            .stack_size(256 * 1024)
+            .spawn(move || read_loop(reader_half, tally))
+            .map_err(|e| e.to_string())?;
+        Ok(Member { stream, writer, reader: Some(reader) })
+    }
+
+    /// Sends one message to the server.
+    pub(super) fn send(&mut self, message: &ClientMessage) -> Result<(), String> {
+        self.writer.send(message).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// A synthetic client's copy of the registry. It does with every entry what
+/// the real client's registry (`client::peers`, private to the library)
+/// does on arrival, so the bench's clients cost what real clients cost:
+/// validate the name, fingerprint the key (SHA-256 of its DER, without
+/// parsing the RSA key — the real client parses a key only when it seals to
+/// it), remember the first fingerprint seen under each name (trust on first
+/// use), and keep the entry in a map.
+#[derive(Default)]
+struct Registry {
+    /// Who is connected: each peer's key and its fingerprint.
+    entries: BTreeMap<String, (Arc<str>, Fingerprint)>,
+    /// The fingerprint first seen under each name; kept when a peer leaves.
+    trusted: BTreeMap<String, Fingerprint>,
+}
+
+impl Registry {
+    /// Records a peer; an entry the real client would refuse (a bad name,
+    /// not a PEM key) is dropped, as there.
+    fn insert(&mut self, name: &str, pem: Arc<str>) {
+        if validate_name(name).is_err() {
+            return;
+        }
+        let Some(fingerprint) = Fingerprint::of_pem(&pem) else { return };
+        if !self.trusted.contains_key(name) {
+            self.trusted.insert(name.to_string(), fingerprint);
+        }
+        self.entries.insert(name.to_string(), (pem, fingerprint));
+    }
+
+    /// Forgets a peer that left (its trusted fingerprint is kept).
+    fn remove(&mut self, name: &str) {
+        self.entries.remove(name);
+    }
+
+    /// How many peers are connected.
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// The reader thread of one synthetic client: reads until the socket closes.
+fn read_loop(stream: TcpStream, tally: Tally) {
+    let Tally { target, received, reports } = tally;
+    let mut reader = FrameReader::with_buffer(stream, MAX_FRAME_LEN, CLIENT_READ_BUFFER);
+    let mut peers = Registry::default();
+    let mut reported = usize::MAX;
+    let mut frames = Vec::new();
+    let (mut announced, mut fps) = (0, 0.0);
+    while let Ok(frame) = reader.next_frame() {
+        received.fetch_add((frame.payload.len() + HEADER_LEN) as u64, Ordering::Relaxed);
+        if frame.kind == FrameKind::Video {
+            if let Ok((header, _)) = FrameHeader::decode(&frame.payload) {
+                frames.push((Instant::now(), header.pts_micros));
+            }
+            continue;
+        }
+        let Ok(message) = decode::<ServerMessage>(frame) else { continue };
+        match message {
+            ServerMessage::Welcome { peers: list, .. } => {
+                for peer in list {
+                    peers.insert(&peer.name, peer.public_key);
+                }
+            }
+            ServerMessage::PeerJoined { name, public_key } => {
+                peers.insert(&name, public_key);
+            }
+            ServerMessage::PeerLeft { name, .. } => peers.remove(&name),
+            ServerMessage::Sealed { envelope, .. } => {
+                let _ = reports.send(Report::Sealed(envelope.id, Instant::now()));
+            }
+            ServerMessage::StreamStart { frames: count, fps: rate, .. } => {
+                (announced, fps) = (count, rate);
+                frames.clear();
+            }
+            ServerMessage::StreamEnd { .. } => {
+                let _ = reports.send(Report::Stream { frames: std::mem::take(&mut frames), announced, fps });
+            }
+            _ => {}
+        }
+        let wanted = target.load(Ordering::Relaxed);
+        if peers.len() >= wanted && reported != wanted {
+            reported = wanted;
+            let _ = reports.send(Report::Complete);
+        }
+    }
+}
+
+/// Joins `count` members named `prefix0…`, 100 at a time (one short-lived
+/// thread each, as a class connecting together); each reports when its
+/// registry holds the tally's target of peers.
+pub(super) fn join_many(
+    server: &ServerProcess,
+    prefix: &str,
+    count: usize,
+    keys: &[Identity],
+    tally: &Tally,
+) -> Result<Vec<Member>, String> {
+    let mut members = Vec::with_capacity(count);
+    for batch in (0..count).collect::<Vec<_>>().chunks(100) {
+        let joined: Vec<Result<Member, String>> = thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|&i| {
+                    let (tally, key) = (tally.clone(), &keys[i % keys.len()]);
+                    scope.spawn(move || Member::join(server.address, format!("{prefix}{i}"), key, tally))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("join thread panicked".into()))).collect()
+        });
+        for member in joined {
+            members.push(member?);
+        }
+    }
+    Ok(members)
+}
+
+/// Waits until `count` completion reports arrive (bounded by `limit`).
+pub(super) fn await_complete(reports: &Receiver<Report>, count: usize, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut done = 0;
+    while done < count {
+        let left = deadline.checked_duration_since(Instant::now()).ok_or("registries incomplete: timed out")?;
+        match reports.recv_timeout(left) {
+            Ok(Report::Complete) => done += 1,
+            Ok(_) => {}
+            Err(_) => return Err(format!("only {done} of {count} registries completed")),
+        }
+    }
+    Ok(())
+}
