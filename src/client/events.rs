@@ -17,9 +17,9 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::Session;
-use super::console;
 use super::peers::Arrival;
 use super::player::Media;
+use super::terminal;
 use crate::shared::connection::FrameReader;
 use crate::shared::crypto::{CryptoError, now_millis};
 use crate::shared::frame::{FrameError, FrameKind};
@@ -67,7 +67,7 @@ pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, med
         return;
     }
     session.printer.error(&ended);
-    console::exit(1);
+    terminal::exit(1);
 }
 
 /// Hands a video message to the main thread, if it is waiting for one. The

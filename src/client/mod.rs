@@ -11,6 +11,7 @@ mod display;
 mod events;
 pub(crate) mod peers;
 mod player;
+mod terminal;
 
 pub use display::Display;
 
@@ -252,7 +253,7 @@ pub fn run(config: Config) -> i32 {
             signal_session.stop_wanted.store(true, Ordering::SeqCst);
         } else {
             signal_session.quit();
-            console::exit(0);
+            terminal::exit(0);
         }
     });
 
@@ -264,7 +265,7 @@ pub fn run(config: Config) -> i32 {
     while !reader_thread.is_finished() && std::time::Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
-    console::terminal::restore();
+    terminal::restore();
     0
 }
 
