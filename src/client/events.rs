@@ -6,7 +6,6 @@
 //! registry and never writes to the socket: in particular it never answers a
 //! message it could not open, so a forger learns nothing from trying.
 
-use std::collections::{HashSet, VecDeque};
 use std::fmt::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -23,7 +22,6 @@ use super::terminal;
 use crate::shared::connection::FrameReader;
 use crate::shared::crypto::{CryptoError, now_millis};
 use crate::shared::frame::{FrameError, FrameKind};
-use crate::shared::limits::{MESSAGE_MAX_SKEW, REPLAY_MEMORY};
 use crate::shared::message::{Envelope, ServerMessage, decode};
 use crate::shared::video::FrameHeader;
 use crate::shared::visible::visible;
@@ -185,54 +183,9 @@ pub(crate) fn format_message(from: &str, text: &str) -> String {
     out
 }
 
-/// Replay protection: a message is shown only if its timestamp is recent
-/// and its id has not been seen before. The signature covers both, so a
-/// relay can neither replay an old message nor refresh its timestamp.
-#[derive(Default)]
-pub(crate) struct Freshness {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Freshness {
-    /// Accepts `id` once, if `sent_at` is within [`MESSAGE_MAX_SKEW`] of `now` (milliseconds).
-    pub(crate) fn admit(&mut self, id: &str, sent_at: u64, now: u64) -> Result<(), String> {
-        let skew = MESSAGE_MAX_SKEW.as_millis() as u64;
-        if sent_at.abs_diff(now) > skew {
-            return Err(format!(
-                "stale timestamp (sent {} s from now; at most {} s accepted)",
-                (sent_at as i128 - now as i128) / 1000,
-                skew / 1000
-            ));
-        }
-        if self.seen.contains(id) {
-            return Err("replayed (message id seen before)".into());
-        }
-        if self.order.len() >= REPLAY_MEMORY
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        self.seen.insert(id.to_string());
-        self.order.push_back(id.to_string());
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refuses_replays_and_stale_or_future_timestamps() {
-        let mut freshness = Freshness::default();
-        let now = 1_000_000_000;
-        assert!(freshness.admit("a", now - 1000, now).is_ok());
-        assert!(freshness.admit("a", now - 1000, now).unwrap_err().contains("replayed"));
-        assert!(freshness.admit("b", now - 11 * 60_000, now).unwrap_err().contains("stale"));
-        assert!(freshness.admit("c", now + 11 * 60_000, now).unwrap_err().contains("stale"));
-        assert!(freshness.admit("b", now + 1000, now).is_ok());
-    }
 
     #[test]
     fn indents_continuation_lines_and_shows_escapes() {

@@ -9,6 +9,7 @@
 mod console;
 mod display;
 mod events;
+mod freshness;
 pub(crate) mod peers;
 mod player;
 mod terminal;
@@ -74,7 +75,7 @@ struct Session {
     /// Ctrl-C was pressed during playback.
     stop_wanted: AtomicBool,
     /// Message ids and timestamps seen, against replays.
-    freshness: Mutex<events::Freshness>,
+    freshness: Mutex<freshness::Freshness>,
     printer: Printer,
 }
 
@@ -83,7 +84,7 @@ impl Session {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn freshness(&self) -> MutexGuard<'_, events::Freshness> {
+    fn freshness(&self) -> MutexGuard<'_, freshness::Freshness> {
         self.freshness.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -229,7 +230,7 @@ pub fn run(config: Config) -> i32 {
         media_wanted: AtomicBool::new(false),
         playing: AtomicBool::new(false),
         stop_wanted: AtomicBool::new(false),
-        freshness: Mutex::new(events::Freshness::default()),
+        freshness: Mutex::new(freshness::Freshness::default()),
         printer,
     });
     let (media_sender, media) = crossbeam_channel::bounded(MEDIA_QUEUE);
