@@ -2,22 +2,24 @@
 //!
 //! This thread blocks in `read` on the socket for the whole session, so
 //! joins, leaves and messages are shown at once, whatever the main thread is
-//! doing (waiting at a prompt, sealing a message). It updates the local
-//! registry and never writes to the socket: in particular it never answers a
-//! message it could not open, so a forger learns nothing from trying.
+//! doing (waiting at a prompt, sealing a message, playing a video). It
+//! updates the local registry, hands video messages to the main thread while
+//! it waits for them, and never writes to the socket: in
+//! particular it never answers a message it could not open, so a forger
+//! learns nothing from trying. It ends with the connection: quietly after
+//! our Quit, or by ending the process with status 1 when the server is gone.
 
 use std::fmt::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use super::Session;
 use super::peers::Arrival;
 use super::player::Media;
+use super::session::Session;
 use super::terminal;
 use crate::shared::connection::FrameReader;
 use crate::shared::crypto::{CryptoError, now_millis};
@@ -28,7 +30,7 @@ use crate::shared::visible::visible;
 
 /// Reads until the connection ends. If it ends without our quit, the
 /// server is gone: say so and exit with status 1.
-pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
+pub(crate) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
     let ended = loop {
         let frame = match reader.next_frame() {
             Ok(frame) => frame,
@@ -124,7 +126,7 @@ fn handle(session: &Session, message: ServerMessage) {
 }
 
 /// The line that tells the user what a peer's key means for trust, if any.
-pub(super) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> {
+pub(crate) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> {
     let name = visible(name);
     match arrival {
         Arrival::New(fingerprint) => Some(format!("new key for {name}: {fingerprint}")),
