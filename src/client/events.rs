@@ -4,7 +4,7 @@
 //! joins, leaves and messages are shown at once, whatever the main thread is
 //! doing (waiting at a prompt, sealing a message, playing a video). It
 //! updates the local registry, hands video messages to the main thread while
-//! it waits for them, and never writes to the socket: in
+//! the session's mode wants them, and never writes to the socket: in
 //! particular it never answers a message it could not open, so a forger
 //! learns nothing from trying. It ends with the connection: quietly after
 //! our Quit, or by ending the process with status 1 when the server is gone.
@@ -12,7 +12,6 @@
 use std::fmt::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -63,7 +62,7 @@ pub(crate) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, med
                 .event(&format!("warning: ignored a message from the server: {}", visible(&e.to_string()))),
         }
     };
-    if session.quitting.load(Ordering::SeqCst) {
+    if session.mode.quitting() {
         return;
     }
     session.printer.error(&ended);
@@ -75,7 +74,7 @@ pub(crate) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, med
 /// a server that sends video nobody asked for is ignored instead of blocking
 /// the chat.
 fn forward(session: &Session, media: &Sender<Media>, item: Media) {
-    if session.media_wanted() {
+    if session.mode.media_wanted() {
         let _ = media.send(item);
     }
 }

@@ -10,7 +10,7 @@
 //!   playback or quits.
 //!
 //! They share a [`session::Session`]: the local registry of peers
-//! ([`peers`]), the socket's writing half, and the flags that say what the
+//! ([`peers`]), the socket's writing half, and one mode that says what the
 //! main thread is doing. Printing goes through the [`console`], and
 //! [`terminal`] owns the terminal's modes, so that whichever thread ends the
 //! process leaves the terminal usable.
@@ -32,7 +32,6 @@ pub use display::Display;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
@@ -90,18 +89,7 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
-    // Outside the line editor (stdin piped, or a video playing), Ctrl-C is a
-    // signal: it stops the playback, or quits as option 3 would. Inside the
-    // editor, Ctrl-C is a key that `ask` reports.
-    let signal_session = Arc::clone(&session);
-    let _ = ctrlc::set_handler(move || {
-        if signal_session.playing.load(Ordering::SeqCst) {
-            signal_session.stop_wanted.store(true, Ordering::SeqCst);
-        } else {
-            signal_session.quit();
-            terminal::exit(0);
-        }
-    });
+    session::handle_ctrl_c(&session);
     menu::run(&mut console, &session, &media, config.display, config.pace);
     session.quit();
     // The reader ends when the server closes after its goodbye.

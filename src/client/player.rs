@@ -4,7 +4,8 @@
 //! The main thread runs this, for menu option 2. The reader thread keeps
 //! reading the socket and hands video messages over through a small
 //! channel, while it goes on printing chat, joins and leaves — so events
-//! keep flowing during playback.
+//! keep flowing during playback. Ctrl-C, handled on its own thread, reaches
+//! the playback through the session's mode.
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ const REPLY_WAIT: Duration = Duration::from_secs(20);
 
 /// Asks the server for its videos; `None` (reported) if it does not answer.
 pub(crate) fn request_list(session: &Session, media: &Receiver<Media>) -> Option<Vec<VideoInfo>> {
-    session.expect_media(true);
+    session.mode.await_media();
     let sent = session.send(&ClientMessage::ListVideos);
     let reply = sent.ok().and_then(|_| {
         loop {
@@ -44,7 +45,7 @@ pub(crate) fn request_list(session: &Session, media: &Receiver<Media>) -> Option
             }
         }
     });
-    session.expect_media(false);
+    session.mode.back_to_menu();
     if reply.is_none() {
         session.printer.error("the server did not answer the video list request");
     }
@@ -103,12 +104,10 @@ impl Stats {
 
 /// Plays `video` until the stream ends or is stopped; prints the summary.
 pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Display, pace: Pace) {
-    session.expect_media(true);
-    session.set_playing(true);
+    session.mode.start_playing();
     if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace }) {
         session.printer.error(&format!("cannot ask for the video: {e}"));
-        session.set_playing(false);
-        session.expect_media(false);
+        session.mode.back_to_menu();
         return;
     }
     let mut stats = Stats { video: video.to_string(), ..Stats::default() };
@@ -133,7 +132,7 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
                 }
                 // Keep the window responsive (and `q` working) between frames.
                 let wants_stop = screen.as_mut().is_some_and(|s: &mut Box<dyn display::Screen>| s.poll() == Wish::Stop);
-                if (wants_stop || session.stop_requested()) && !stop_sent {
+                if (wants_stop || session.mode.stop_requested()) && !stop_sent {
                     stop_sent = request_stop(session, stream);
                 }
                 continue;
@@ -153,7 +152,7 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
                         stop_sent = request_stop(session, stream);
                     }
                 }
-                if session.stop_requested() && !stop_sent {
+                if session.mode.stop_requested() && !stop_sent {
                     stop_sent = request_stop(session, stream);
                 }
             }
@@ -173,7 +172,7 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
                     }
                     (Some(_), None) => Wish::Continue,
                 };
-                if (wish == Wish::Stop || session.stop_requested()) && !stop_sent {
+                if (wish == Wish::Stop || session.mode.stop_requested()) && !stop_sent {
                     stop_sent = request_stop(session, stream);
                 }
             }
@@ -191,8 +190,7 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
         }
     }
     drop(screen); // closes the window or gives the terminal back
-    session.set_playing(false);
-    session.expect_media(false);
+    session.mode.back_to_menu();
     // Exactly one summary line after every playback, even one that never started.
     println!("{}", stats.summary());
 }

@@ -1,4 +1,5 @@
-//! What the client's threads share once it has joined.
+//! What the client's threads share once it has joined, and the one mode
+//! that tells each of them what the main thread is doing.
 //!
 //! Three threads use a [`Session`]: the main thread (menu, sending, playing
 //! videos), the reader thread (everything the server sends) and the thread
@@ -8,15 +9,42 @@
 
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::console::Printer;
 use super::freshness::Freshness;
 use super::peers::Peers;
+use super::terminal;
 use crate::shared::connection::FrameWriter;
 use crate::shared::crypto::Identity;
 use crate::shared::message::ClientMessage;
+
+/// What the main thread is doing, as far as the other threads care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// At the menu or one of its prompts: video from the server is not
+    /// wanted, and Ctrl-C quits.
+    Menu,
+    /// Waiting for the video list: the reader hands video messages over.
+    AwaitingMedia,
+    /// A video plays: the reader hands video messages over, and Ctrl-C
+    /// stops the playback instead of quitting.
+    Playing,
+    /// Ctrl-C was pressed during the playback: the player asks the server
+    /// to stop the stream.
+    StopWanted,
+    /// Quit is being said: the server's close is expected, not an error.
+    /// Never left: the process is about to end.
+    Quitting,
+}
+
+/// What a Ctrl-C means at this moment.
+enum Interrupt {
+    /// A video plays: stop only the playback.
+    StopPlayback,
+    /// Anything else: quit, as menu option 3 would.
+    Quit,
+}
 
 /// What the client's threads share.
 pub(crate) struct Session {
@@ -35,14 +63,8 @@ pub(crate) struct Session {
     /// Message ids seen, against replays. Only the reader thread uses it:
     /// the lock is what lets it change inside the shared session.
     freshness: Mutex<Freshness>,
-    /// Set before we send Quit, so the reader takes the close calmly.
-    pub(crate) quitting: AtomicBool,
-    /// The main thread is waiting for video messages from the reader.
-    media_wanted: AtomicBool,
-    /// A playback is in progress: Ctrl-C stops it instead of quitting.
-    pub(crate) playing: AtomicBool,
-    /// Ctrl-C was pressed during playback.
-    pub(crate) stop_wanted: AtomicBool,
+    /// What the main thread is doing.
+    pub(crate) mode: SharedMode,
 }
 
 impl Session {
@@ -61,10 +83,7 @@ impl Session {
             peers: Mutex::new(peers),
             writer: Mutex::new(writer),
             freshness: Mutex::new(Freshness::default()),
-            quitting: AtomicBool::new(false),
-            media_wanted: AtomicBool::new(false),
-            playing: AtomicBool::new(false),
-            stop_wanted: AtomicBool::new(false),
+            mode: SharedMode::new(),
         }
     }
 
@@ -87,25 +106,136 @@ impl Session {
     /// Says Quit and prints `bye`. From here on the server's close is
     /// expected: the reader thread ends quietly when it comes.
     pub(crate) fn quit(&self) {
-        self.quitting.store(true, Ordering::SeqCst);
+        self.mode.quit();
         let _ = self.send(&ClientMessage::Quit);
         println!("bye");
     }
+}
 
-    pub(crate) fn expect_media(&self, wanted: bool) {
-        self.media_wanted.store(wanted, Ordering::SeqCst);
+/// The [`Mode`], shared by the threads. One lock, so that a thread reads and
+/// changes the mode in one step: Ctrl-C's "stop the playback if one runs,
+/// else quit" must not see the main thread half-way into starting one.
+pub(crate) struct SharedMode(Mutex<Mode>);
+
+impl SharedMode {
+    /// At the menu.
+    fn new() -> SharedMode {
+        SharedMode(Mutex::new(Mode::Menu))
     }
 
+    /// Main thread: the video list was asked for; hand video messages over.
+    pub(crate) fn await_media(&self) {
+        self.switch(Mode::AwaitingMedia);
+    }
+
+    /// Main thread: a playback begins.
+    pub(crate) fn start_playing(&self) {
+        self.switch(Mode::Playing);
+    }
+
+    /// Main thread: back at the menu, video no longer wanted.
+    pub(crate) fn back_to_menu(&self) {
+        self.switch(Mode::Menu);
+    }
+
+    /// Reader thread: whether video messages go to the main thread.
     pub(crate) fn media_wanted(&self) -> bool {
-        self.media_wanted.load(Ordering::SeqCst)
+        matches!(*self.lock(), Mode::AwaitingMedia | Mode::Playing | Mode::StopWanted)
     }
 
-    pub(crate) fn set_playing(&self, playing: bool) {
-        self.stop_wanted.store(false, Ordering::SeqCst);
-        self.playing.store(playing, Ordering::SeqCst);
+    /// Reader thread: whether we said Quit, so the server's close is expected.
+    pub(crate) fn quitting(&self) -> bool {
+        *self.lock() == Mode::Quitting
     }
 
+    /// Main thread, during a playback: whether Ctrl-C asked to stop it.
     pub(crate) fn stop_requested(&self) -> bool {
-        self.stop_wanted.load(Ordering::SeqCst)
+        *self.lock() == Mode::StopWanted
+    }
+
+    /// Ctrl-C handler: what the key means now. During a playback the mode
+    /// becomes [`Mode::StopWanted`]; otherwise the caller quits.
+    fn interrupt(&self) -> Interrupt {
+        let mut mode = self.lock();
+        match *mode {
+            Mode::Playing | Mode::StopWanted => {
+                *mode = Mode::StopWanted;
+                Interrupt::StopPlayback
+            }
+            Mode::Menu | Mode::AwaitingMedia | Mode::Quitting => Interrupt::Quit,
+        }
+    }
+
+    /// Quit is being said (main thread, or the Ctrl-C handler).
+    fn quit(&self) {
+        *self.lock() = Mode::Quitting;
+    }
+
+    /// The main thread's changes of mode; once quitting, the mode stays.
+    fn switch(&self, to: Mode) {
+        let mut mode = self.lock();
+        if *mode != Mode::Quitting {
+            *mode = to;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Mode> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Makes Ctrl-C stop a playback, or quit everywhere else.
+///
+/// Inside the line editor Ctrl-C is a key, which the prompt reports to the
+/// main thread. Everywhere else (stdin piped, or a video playing) it is a
+/// signal, and the `ctrlc` crate runs this handler on a thread of its own:
+/// the main thread may be blocked in `read` on stdin or in the player, so
+/// the handler says Quit itself and ends the process.
+pub(crate) fn handle_ctrl_c(session: &Arc<Session>) {
+    let session = Arc::clone(session);
+    let _ = ctrlc::set_handler(move || match session.mode.interrupt() {
+        Interrupt::StopPlayback => {}
+        Interrupt::Quit => {
+            session.quit();
+            terminal::exit(0);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctrl_c_stops_a_playback_and_quits_everywhere_else() {
+        let mode = SharedMode::new();
+        assert!(!mode.media_wanted());
+        assert!(matches!(mode.interrupt(), Interrupt::Quit));
+
+        mode.await_media();
+        assert!(mode.media_wanted());
+        assert!(matches!(mode.interrupt(), Interrupt::Quit));
+
+        mode.start_playing();
+        assert!(mode.media_wanted() && !mode.stop_requested());
+        assert!(matches!(mode.interrupt(), Interrupt::StopPlayback));
+        assert!(mode.stop_requested() && mode.media_wanted());
+        assert!(matches!(mode.interrupt(), Interrupt::StopPlayback));
+
+        mode.back_to_menu();
+        assert!(!mode.media_wanted() && !mode.stop_requested());
+        mode.start_playing();
+        assert!(!mode.stop_requested(), "a new playback starts without an old stop");
+    }
+
+    #[test]
+    fn quitting_is_never_left() {
+        let mode = SharedMode::new();
+        mode.quit();
+        assert!(mode.quitting());
+        mode.start_playing();
+        mode.back_to_menu();
+        assert!(mode.quitting() && !mode.media_wanted());
+        assert!(matches!(mode.interrupt(), Interrupt::Quit));
     }
 }
