@@ -10,11 +10,13 @@
 //! our Quit, or by ending the process with status 1 when the server is gone.
 
 use std::fmt::Write;
+use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Instant;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::peers::Arrival;
 use super::player::Media;
@@ -27,9 +29,40 @@ use crate::shared::message::{Envelope, ServerMessage, decode};
 use crate::shared::video::FrameHeader;
 use crate::shared::visible::visible;
 
+/// Video messages that may wait between the reader thread and the player.
+const MEDIA_QUEUE: usize = 8;
+
+/// The reader thread, as the main thread sees it once started.
+pub(crate) struct Reader {
+    /// Video messages, handed over while the main thread wants them.
+    pub(crate) media: Receiver<Media>,
+    /// Nothing is ever sent on this channel: its sender is dropped when the
+    /// reader thread ends, however it ends, and that is what [`Reader::wait`]
+    /// waits for.
+    finished: Receiver<()>,
+}
+
+impl Reader {
+    /// Waits until the reader thread has ended, for at most `timeout`.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let _ = self.finished.recv_timeout(timeout);
+    }
+}
+
+/// Starts the reader thread on the socket's reading half.
+pub(crate) fn start(session: Arc<Session>, reader: FrameReader<TcpStream>) -> io::Result<Reader> {
+    let (media_sender, media) = crossbeam_channel::bounded(MEDIA_QUEUE);
+    let (finished_sender, finished) = crossbeam_channel::bounded(0);
+    thread::Builder::new().name("reader".into()).spawn(move || {
+        let _finished: Sender<()> = finished_sender;
+        run(session, reader, media_sender);
+    })?;
+    Ok(Reader { media, finished })
+}
+
 /// Reads until the connection ends. If it ends without our quit, the
 /// server is gone: say so and exit with status 1.
-pub(crate) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
+fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
     let ended = loop {
         let frame = match reader.next_frame() {
             Ok(frame) => frame,

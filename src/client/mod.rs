@@ -32,16 +32,11 @@ pub use display::Display;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
 
 use console::Console;
 use session::Session;
 
 use crate::shared::video::Pace;
-
-/// Video messages that may wait between the reader thread and the player.
-const MEDIA_QUEUE: usize = 8;
 
 /// How the client was started.
 #[derive(Debug, Clone)]
@@ -77,26 +72,18 @@ pub fn run(config: Config) -> i32 {
         Err(status) => return status,
     };
     let session = Arc::new(Session::new(joined.name, identity, joined.peers, joined.writer, printer));
-    let (media_sender, media) = crossbeam_channel::bounded(MEDIA_QUEUE);
-    let reader_session = Arc::clone(&session);
-    let reader_thread = match thread::Builder::new()
-        .name("reader".into())
-        .spawn(move || events::run(reader_session, joined.reader, media_sender))
-    {
-        Ok(handle) => handle,
+    let reader = match events::start(Arc::clone(&session), joined.reader) {
+        Ok(reader) => reader,
         Err(e) => {
             session.printer.error(&format!("cannot start the reader thread: {e}"));
             return 1;
         }
     };
     session::handle_ctrl_c(&session);
-    menu::run(&mut console, &session, &media, config.display, config.pace);
+    menu::run(&mut console, &session, &reader.media, config.display, config.pace);
     session.quit();
-    // The reader ends when the server closes after its goodbye.
-    let deadline = std::time::Instant::now() + join::REPLY_TIMEOUT;
-    while !reader_thread.is_finished() && std::time::Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
+    // The reader thread ends when the server closes after its goodbye.
+    reader.wait(join::REPLY_TIMEOUT);
     terminal::restore();
     0
 }
