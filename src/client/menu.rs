@@ -42,7 +42,9 @@ pub(crate) fn run(console: &mut Console, session: &Session, media: &Receiver<Med
 
 /// Where a sub-dialogue leaves the user.
 enum Flow {
+    /// Back at the menu.
     Menu,
+    /// Input ended: the client quits.
     Quit,
 }
 

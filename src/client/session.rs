@@ -4,8 +4,10 @@
 //! Three threads use a [`Session`]: the main thread (menu, sending, playing
 //! videos), the reader thread (everything the server sends) and the thread
 //! the `ctrlc` crate runs the Ctrl-C handler on. Each part that changes has
-//! its own lock, taken for one short step and never held across socket I/O
-//! or RSA work, so that no thread waits on another's slow work.
+//! its own lock, taken for one short step and never held across RSA work,
+//! so that no thread waits on another's slow work. Only the writer's lock is
+//! held while the socket is written: that is its job, one message at a time
+//! on the wire.
 
 use std::io;
 use std::net::TcpStream;
@@ -186,14 +188,16 @@ impl SharedMode {
 
 /// Makes Ctrl-C stop a playback, or quit everywhere else.
 ///
-/// Inside the line editor Ctrl-C is a key, which the prompt reports to the
-/// main thread. Everywhere else (stdin piped, or a video playing) it is a
+/// While the line editor or the terminal player has the terminal in raw
+/// mode, Ctrl-C is a key, which they report to the main thread themselves.
+/// Everywhere else (stdin piped, a video in a window or headless) it is a
 /// signal, and the `ctrlc` crate runs this handler on a thread of its own:
-/// the main thread may be blocked in `read` on stdin or in the player, so
-/// the handler says Quit itself and ends the process.
+/// the main thread may be blocked in `read` on stdin, so the handler says
+/// Quit itself and ends the process.
 pub(crate) fn handle_ctrl_c(session: &Arc<Session>) {
     let session = Arc::clone(session);
     let _ = ctrlc::set_handler(move || match session.mode.interrupt() {
+        // The player sees the new mode within 100 ms and asks for the stop.
         Interrupt::StopPlayback => {}
         Interrupt::Quit => {
             session.quit();
