@@ -1,17 +1,21 @@
-//! The terminal: prompts on the main thread, events from the reader thread.
+//! The console: prompts on the main thread, and printing from every thread.
 //!
-//! Two threads print: the main thread (menu, prompts, answers) and the
-//! reader thread (joins, leaves, messages, which arrive at any moment, also
-//! while a prompt waits). On a terminal, rustyline edits the line and its
-//! external printer puts events *above* the line being typed. When stdin is
-//! a pipe, lines are read plainly, and an event that arrives while a prompt
-//! is showing starts on a fresh line and reprints the prompt.
+//! Two threads print: the main thread (menu, prompts, answers, video frames)
+//! and the reader thread (joins, leaves, messages, which arrive at any
+//! moment, also while a prompt waits). On a terminal, rustyline edits the
+//! line and its external printer puts events *above* the line being typed.
+//! When stdin is a pipe, lines are read plainly, and an event that arrives
+//! while a prompt is showing starts on a fresh line and reprints the prompt.
+//! While the terminal player has the terminal in raw mode (see
+//! [`super::terminal`], which owns the terminal's modes), lines end in CR LF.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
+
+use super::terminal;
 
 /// What a prompt got.
 pub(crate) enum Answer {
@@ -30,7 +34,9 @@ pub(crate) struct Console {
     printer: Printer,
 }
 
-/// Prints events; cloned into every thread that prints.
+/// Prints events; cloned into every thread that prints. Its lock is held
+/// while an event, an error, a plain prompt or a video frame is written, so
+/// that none of them lands in the middle of another.
 #[derive(Clone)]
 pub(crate) struct Printer {
     inner: Arc<Mutex<PrinterState>>,
@@ -41,8 +47,6 @@ struct PrinterState {
     external: Option<Box<dyn ExternalPrinter + Send>>,
     /// The prompt showing without an answer yet (plain mode only).
     open_prompt: Option<String>,
-    /// The terminal is in raw mode (terminal video player): lines end in CR LF.
-    raw: bool,
 }
 
 impl Console {
@@ -59,7 +63,7 @@ impl Console {
                 editor = Some(ed);
             }
         }
-        let printer = Printer { inner: Arc::new(Mutex::new(PrinterState { external, open_prompt: None, raw: false })) };
+        let printer = Printer { inner: Arc::new(Mutex::new(PrinterState { external, open_prompt: None })) };
         Console { editor, printer, stdin_is_terminal: io::stdin().is_terminal() }
     }
 
@@ -126,7 +130,7 @@ impl Printer {
             text
         };
         let mut state = self.lock();
-        if state.raw {
+        if terminal::player_active() {
             let mut out = io::stdout().lock();
             let _ = write!(out, "{}\r\n", text.replace('\n', "\r\n"));
             let _ = out.flush();
@@ -155,14 +159,9 @@ impl Printer {
         if state.open_prompt.is_some() {
             println!();
         }
-        let end = if state.raw { "\r\n" } else { "\n" };
+        let end = if terminal::player_active() { "\r\n" } else { "\n" };
         let label = if colour::stderr() { "\x1b[1;31merror:\x1b[0m" } else { "error:" };
         eprint!("{label} {}{end}", text.replace('\n', end));
-    }
-
-    /// Switches CR LF line ends on or off (for a terminal in raw mode).
-    pub(crate) fn set_raw(&self, raw: bool) {
-        self.lock().raw = raw;
     }
 
     /// Writes terminal output (a video frame) as one piece, between events.
@@ -214,37 +213,4 @@ mod colour {
             || line.starts_with("sealed message from ");
         if notice { format!("\x1b[2m{line}{RESET}") } else { line.to_string() }
     }
-}
-
-/// Restoring the terminal if the process must end while the line editor
-/// holds it in raw mode (the server vanished mid-prompt).
-pub(crate) mod terminal {
-    use super::*;
-
-    #[cfg(unix)]
-    static SAVED: Mutex<Option<nix::sys::termios::Termios>> = Mutex::new(None);
-
-    /// Remembers the terminal's settings.
-    pub(crate) fn save() {
-        #[cfg(unix)]
-        if let Ok(settings) = nix::sys::termios::tcgetattr(io::stdin()) {
-            *SAVED.lock().unwrap_or_else(PoisonError::into_inner) = Some(settings);
-        }
-    }
-
-    /// Puts the terminal back as [`save`] found it.
-    pub(crate) fn restore() {
-        #[cfg(unix)]
-        if let Some(settings) = SAVED.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-            let _ = nix::sys::termios::tcsetattr(io::stdin(), nix::sys::termios::SetArg::TCSANOW, settings);
-        }
-    }
-}
-
-/// Ends the process from any thread, leaving the terminal usable.
-pub(crate) fn exit(code: i32) -> ! {
-    super::display::reset_terminal_player();
-    terminal::restore();
-    let _ = io::stdout().flush();
-    std::process::exit(code)
 }

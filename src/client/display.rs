@@ -2,10 +2,12 @@
 //!
 //! Every display runs on the main thread (macOS requires highgui there), is
 //! given each frame as it arrives, and reports whether the viewer asked to
-//! stop (`q`, Esc, Ctrl-C in the terminal, or closing the window).
+//! stop (`q`, Esc, Ctrl-C in the terminal, or closing the window). The
+//! terminal player draws through the [`Printer`], so that events from the
+//! reader thread fall between frames, and leaves the terminal's raw mode and
+//! scrolling region to [`super::terminal`].
 
-use std::io::{self, IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{self, IsTerminal};
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -17,6 +19,7 @@ use opencv::imgproc::{INTER_AREA, resize};
 use opencv::prelude::*;
 
 use super::console::Printer;
+use super::terminal;
 use crate::shared::visible::visible;
 
 /// The `--display` choice.
@@ -66,7 +69,7 @@ pub(crate) fn open(display: Display, printer: &Printer) -> Result<Box<dyn Screen
             window_system_reachable()?;
             Window::open().map(|w| Box::new(w) as Box<dyn Screen>)
         }
-        Display::Terminal => Ok(Box::new(Terminal::open(printer.clone()))),
+        Display::Terminal => Ok(Box::new(TerminalScreen::open(printer.clone()))),
         Display::None | Display::Auto => Ok(Box::new(Headless)),
     }
 }
@@ -183,45 +186,25 @@ impl Drop for Window {
     }
 }
 
-/// Set while the terminal player has narrowed the scrolling region and put
-/// the terminal in raw mode, so that an exit from another thread (the server
-/// vanished mid-video) can put both back.
-static TERMINAL_PLAYER_ACTIVE: AtomicBool = AtomicBool::new(false);
-
-/// Undoes the terminal player's changes if it is active (any thread).
-pub(crate) fn reset_terminal_player() {
-    if TERMINAL_PLAYER_ACTIVE.swap(false, Ordering::SeqCst) {
-        let mut out = io::stdout();
-        let _ = write!(out, "\x1b[r\r\n");
-        let _ = out.flush();
-        let _ = crossterm::terminal::disable_raw_mode();
-    }
-}
-
 /// Rows kept at the bottom of the terminal for chat and events.
 const EVENT_ROWS: u16 = 6;
 
 /// 24-bit colour half-block rendering: each character cell shows two pixels,
 /// the upper as foreground of `▀`, the lower as background.
-struct Terminal {
+struct TerminalScreen {
     printer: Printer,
     size: (u16, u16),
     resized: Mat,
     buffer: String,
 }
 
-impl Terminal {
-    fn open(printer: Printer) -> Terminal {
+impl TerminalScreen {
+    fn open(printer: Printer) -> TerminalScreen {
         let size = crossterm::terminal::size().ok().filter(|&(c, r)| c >= 10 && r > EVENT_ROWS + 2).unwrap_or((80, 24));
-        let (cols, rows) = size;
-        // Raw mode: keys arrive one at a time, Ctrl-C too (it stops the playback only).
-        let _ = crossterm::terminal::enable_raw_mode();
-        TERMINAL_PLAYER_ACTIVE.store(true, Ordering::SeqCst);
-        printer.set_raw(true);
-        // Clear, then confine scrolling to the bottom rows: events printed
-        // there never scroll the picture away.
-        printer.write_raw(&format!("\x1b[2J\x1b[{};{}r\x1b[{};1H", rows - EVENT_ROWS + 1, rows, rows));
-        Terminal { printer, size: (cols, rows), resized: Mat::default(), buffer: String::new() }
+        // Raw mode: keys arrive one at a time, Ctrl-C too (it stops the
+        // playback only). Events scroll in the bottom rows, under the picture.
+        terminal::enter_player(size.1, EVENT_ROWS);
+        TerminalScreen { printer, size, resized: Mat::default(), buffer: String::new() }
     }
 
     fn keys(&mut self) -> Wish {
@@ -239,7 +222,7 @@ impl Terminal {
     }
 }
 
-impl Screen for Terminal {
+impl Screen for TerminalScreen {
     fn show(&mut self, video: &str, resolution: &str, picture: &Mat) -> Wish {
         let (cols, rows) = self.size;
         let text_rows = (rows - EVENT_ROWS - 1) as f64;
@@ -281,14 +264,8 @@ impl Screen for Terminal {
     }
 }
 
-impl Drop for Terminal {
+impl Drop for TerminalScreen {
     fn drop(&mut self) {
-        let rows = self.size.1;
-        // Whole screen scrolls again; continue below everything.
-        self.printer.write_raw(&format!("\x1b[r\x1b[{rows};1H\r\n"));
-        let _ = crossterm::terminal::disable_raw_mode();
-        TERMINAL_PLAYER_ACTIVE.store(false, Ordering::SeqCst);
-        self.printer.set_raw(false);
-        let _ = io::stdout().flush();
+        terminal::leave_player(self.size.1);
     }
 }

@@ -2,35 +2,67 @@
 //!
 //! This thread blocks in `read` on the socket for the whole session, so
 //! joins, leaves and messages are shown at once, whatever the main thread is
-//! doing (waiting at a prompt, sealing a message). It updates the local
-//! registry and never writes to the socket: in particular it never answers a
-//! message it could not open, so a forger learns nothing from trying.
+//! doing (waiting at a prompt, sealing a message, playing a video). It
+//! updates the local registry, hands video messages to the main thread while
+//! the session's mode wants them, and never writes to the socket: in
+//! particular it never answers a message it could not open, so a forger
+//! learns nothing from trying. It ends with the connection: quietly after
+//! our Quit, or by ending the process with status 1 when the server is gone.
 
-use std::collections::{HashSet, VecDeque};
 use std::fmt::Write;
+use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
+use crossbeam_channel::{Receiver, Sender};
 
-use crossbeam_channel::Sender;
-
-use super::Session;
-use super::console;
 use super::peers::Arrival;
 use super::player::Media;
+use super::session::Session;
+use super::terminal;
 use crate::shared::connection::FrameReader;
 use crate::shared::crypto::{CryptoError, now_millis};
 use crate::shared::frame::{FrameError, FrameKind};
-use crate::shared::limits::{MESSAGE_MAX_SKEW, REPLAY_MEMORY};
 use crate::shared::message::{Envelope, ServerMessage, decode};
 use crate::shared::video::FrameHeader;
 use crate::shared::visible::visible;
 
+/// Video messages that may wait between the reader thread and the player.
+const MEDIA_QUEUE: usize = 8;
+
+/// The reader thread, as the main thread sees it once started.
+pub(crate) struct Reader {
+    /// Video messages, handed over while the main thread wants them.
+    pub(crate) media: Receiver<Media>,
+    /// Nothing is ever sent on this channel: its sender is dropped when the
+    /// reader thread ends, however it ends, and that is what [`Reader::wait`]
+    /// waits for.
+    finished: Receiver<()>,
+}
+
+impl Reader {
+    /// Waits until the reader thread has ended, for at most `timeout`.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let _ = self.finished.recv_timeout(timeout);
+    }
+}
+
+/// Starts the reader thread on the socket's reading half.
+pub(crate) fn start(session: Arc<Session>, reader: FrameReader<TcpStream>) -> io::Result<Reader> {
+    let (media_sender, media) = crossbeam_channel::bounded(MEDIA_QUEUE);
+    let (finished_sender, finished) = crossbeam_channel::bounded(0);
+    thread::Builder::new().name("reader".into()).spawn(move || {
+        let _finished: Sender<()> = finished_sender;
+        run(session, reader, media_sender);
+    })?;
+    Ok(Reader { media, finished })
+}
+
 /// Reads until the connection ends. If it ends without our quit, the
 /// server is gone: say so and exit with status 1.
-pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
+fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
     let ended = loop {
         let frame = match reader.next_frame() {
             Ok(frame) => frame,
@@ -63,11 +95,11 @@ pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, med
                 .event(&format!("warning: ignored a message from the server: {}", visible(&e.to_string()))),
         }
     };
-    if session.quitting.load(Ordering::SeqCst) {
+    if session.mode.quitting() {
         return;
     }
     session.printer.error(&ended);
-    console::exit(1);
+    terminal::exit(1);
 }
 
 /// Hands a video message to the main thread, if it is waiting for one. The
@@ -75,7 +107,7 @@ pub(super) fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, med
 /// a server that sends video nobody asked for is ignored instead of blocking
 /// the chat.
 fn forward(session: &Session, media: &Sender<Media>, item: Media) {
-    if session.media_wanted() {
+    if session.mode.media_wanted() {
         let _ = media.send(item);
     }
 }
@@ -126,7 +158,7 @@ fn handle(session: &Session, message: ServerMessage) {
 }
 
 /// The line that tells the user what a peer's key means for trust, if any.
-pub(super) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> {
+pub(crate) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> {
     let name = visible(name);
     match arrival {
         Arrival::New(fingerprint) => Some(format!("new key for {name}: {fingerprint}")),
@@ -185,54 +217,9 @@ pub(crate) fn format_message(from: &str, text: &str) -> String {
     out
 }
 
-/// Replay protection: a message is shown only if its timestamp is recent
-/// and its id has not been seen before. The signature covers both, so a
-/// relay can neither replay an old message nor refresh its timestamp.
-#[derive(Default)]
-pub(crate) struct Freshness {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Freshness {
-    /// Accepts `id` once, if `sent_at` is within [`MESSAGE_MAX_SKEW`] of `now` (milliseconds).
-    pub(crate) fn admit(&mut self, id: &str, sent_at: u64, now: u64) -> Result<(), String> {
-        let skew = MESSAGE_MAX_SKEW.as_millis() as u64;
-        if sent_at.abs_diff(now) > skew {
-            return Err(format!(
-                "stale timestamp (sent {} s from now; at most {} s accepted)",
-                (sent_at as i128 - now as i128) / 1000,
-                skew / 1000
-            ));
-        }
-        if self.seen.contains(id) {
-            return Err("replayed (message id seen before)".into());
-        }
-        if self.order.len() >= REPLAY_MEMORY
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        self.seen.insert(id.to_string());
-        self.order.push_back(id.to_string());
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refuses_replays_and_stale_or_future_timestamps() {
-        let mut freshness = Freshness::default();
-        let now = 1_000_000_000;
-        assert!(freshness.admit("a", now - 1000, now).is_ok());
-        assert!(freshness.admit("a", now - 1000, now).unwrap_err().contains("replayed"));
-        assert!(freshness.admit("b", now - 11 * 60_000, now).unwrap_err().contains("stale"));
-        assert!(freshness.admit("c", now + 11 * 60_000, now).unwrap_err().contains("stale"));
-        assert!(freshness.admit("b", now + 1000, now).is_ok());
-    }
 
     #[test]
     fn indents_continuation_lines_and_shows_escapes() {

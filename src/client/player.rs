@@ -1,16 +1,18 @@
-//! Menu option 2: list the videos, choose one, play it, print the summary.
+//! Playing one video: ask for it, show each frame as it comes, print the
+//! summary.
 //!
-//! The main thread runs this. The reader thread keeps reading the socket
-//! and hands video messages over through a small channel, while it goes on
-//! printing chat, joins and leaves — so events keep flowing during playback.
+//! The main thread runs this, for menu option 2. The reader thread keeps
+//! reading the socket and hands video messages over through a small
+//! channel, while it goes on printing chat, joins and leaves — so events
+//! keep flowing during playback. Ctrl-C, handled on its own thread, reaches
+//! the playback through the session's mode.
 
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::console::{Answer, Console};
 use super::display::{self, Display, Wish};
-use super::{Flow, Session};
+use super::session::Session;
 use crate::shared::message::{ClientMessage, VideoInfo};
 use crate::shared::video::{EndReason, FrameHeader, Pace};
 use crate::shared::visible::visible;
@@ -30,47 +32,9 @@ pub(crate) enum Media {
 /// How long to wait for the server before giving up on a reply.
 const REPLY_WAIT: Duration = Duration::from_secs(20);
 
-/// Option 2 of the menu.
-pub(crate) fn video_flow(
-    console: &mut Console,
-    session: &Session,
-    media: &Receiver<Media>,
-    display: Display,
-    pace: Pace,
-) -> Flow {
-    let Some(videos) = request_list(session, media) else {
-        return Flow::Menu;
-    };
-    if videos.is_empty() {
-        println!("No videos available. (The server's video directory is empty: run `make videos` there.)");
-        return Flow::Menu;
-    }
-    println!("Available videos:");
-    for (i, video) in videos.iter().enumerate() {
-        let labels: Vec<String> = video.resolutions.iter().map(|r| visible(r).into_owned()).collect();
-        println!("  {}. {} ({})", i + 1, visible(&video.name), labels.join(", "));
-    }
-    let chosen = loop {
-        let answer = match console.ask("Video (number or name): ") {
-            Answer::Line(line) => line.trim().to_string(),
-            Answer::Interrupted => return Flow::Menu,
-            Answer::Eof => return Flow::Quit,
-        };
-        if answer.is_empty() {
-            return Flow::Menu;
-        }
-        let by_number = answer.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| videos.get(i));
-        match by_number.or_else(|| videos.iter().find(|v| v.name == answer)) {
-            Some(video) => break video.name.clone(),
-            None => println!("No video {}.", visible(&answer)),
-        }
-    };
-    play(session, media, &chosen, display.resolve(), pace);
-    Flow::Menu
-}
-
-fn request_list(session: &Session, media: &Receiver<Media>) -> Option<Vec<VideoInfo>> {
-    session.expect_media(true);
+/// Asks the server for its videos; `None` (reported) if it does not answer.
+pub(crate) fn request_list(session: &Session, media: &Receiver<Media>) -> Option<Vec<VideoInfo>> {
+    session.mode.await_media();
     let sent = session.send(&ClientMessage::ListVideos);
     let reply = sent.ok().and_then(|_| {
         loop {
@@ -81,7 +45,7 @@ fn request_list(session: &Session, media: &Receiver<Media>) -> Option<Vec<VideoI
             }
         }
     });
-    session.expect_media(false);
+    session.mode.back_to_menu();
     if reply.is_none() {
         session.printer.error("the server did not answer the video list request");
     }
@@ -138,14 +102,12 @@ impl Stats {
     }
 }
 
-/// Plays `video` until the stream ends; prints the summary.
-fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Display, pace: Pace) {
-    session.expect_media(true);
-    session.set_playing(true);
+/// Plays `video` until the stream ends or is stopped; prints the summary.
+pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Display, pace: Pace) {
+    session.mode.start_playing();
     if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace }) {
         session.printer.error(&format!("cannot ask for the video: {e}"));
-        session.set_playing(false);
-        session.expect_media(false);
+        session.mode.back_to_menu();
         return;
     }
     let mut stats = Stats { video: video.to_string(), ..Stats::default() };
@@ -170,7 +132,7 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
                 }
                 // Keep the window responsive (and `q` working) between frames.
                 let wants_stop = screen.as_mut().is_some_and(|s: &mut Box<dyn display::Screen>| s.poll() == Wish::Stop);
-                if (wants_stop || session.stop_requested()) && !stop_sent {
+                if (wants_stop || session.mode.stop_requested()) && !stop_sent {
                     stop_sent = request_stop(session, stream);
                 }
                 continue;
@@ -190,7 +152,7 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
                         stop_sent = request_stop(session, stream);
                     }
                 }
-                if session.stop_requested() && !stop_sent {
+                if session.mode.stop_requested() && !stop_sent {
                     stop_sent = request_stop(session, stream);
                 }
             }
@@ -210,7 +172,7 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
                     }
                     (Some(_), None) => Wish::Continue,
                 };
-                if (wish == Wish::Stop || session.stop_requested()) && !stop_sent {
+                if (wish == Wish::Stop || session.mode.stop_requested()) && !stop_sent {
                     stop_sent = request_stop(session, stream);
                 }
             }
@@ -228,8 +190,7 @@ fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Displa
         }
     }
     drop(screen); // closes the window or gives the terminal back
-    session.set_playing(false);
-    session.expect_media(false);
+    session.mode.back_to_menu();
     // Exactly one summary line after every playback, even one that never started.
     println!("{}", stats.summary());
 }

@@ -1,0 +1,174 @@
+//! Joining: connect, say hello, and read the server's welcome or refusal.
+//!
+//! Run by the main thread before any other thread starts, so it reads the
+//! socket itself, with a timeout: a server that never answers the hello must
+//! not hang the client. A refused name is asked for again only when a person
+//! is typing it; a script gets exit status 1 and a hint instead.
+
+use std::io::{self, IsTerminal};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use super::console::{Answer, Console, Printer};
+use super::events::describe_arrival;
+use super::peers::{KnownPeers, Peers};
+use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
+use crate::shared::crypto::Identity;
+use crate::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, PROTOCOL_VERSION, WRITE_TIMEOUT};
+use crate::shared::message::{ClientMessage, Peer, RefusalCode, ServerMessage};
+use crate::shared::names::validate_name;
+use crate::shared::visible::visible;
+
+/// How long to wait for the server to answer the hello or the quit.
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long to try each of the server's addresses.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client that has joined: who it is, its socket's halves, who is online.
+pub(crate) struct Joined {
+    /// The name the server accepted.
+    pub(crate) name: String,
+    /// The writing half, for the session.
+    pub(crate) writer: FrameWriter<TcpStream>,
+    /// The reading half, for the reader thread.
+    pub(crate) reader: FrameReader<TcpStream>,
+    /// Everyone the welcome listed, with what their keys mean for trust.
+    pub(crate) peers: Peers,
+}
+
+/// Asks for a name (unless given), joins `server` under it, and prints the
+/// welcome. `Err` is the exit status: 0 when input ended at the name
+/// prompt (after `bye`), 1 when the server is unreachable or the join was
+/// refused for good (the reason printed on stderr).
+pub(crate) fn join(
+    console: &mut Console,
+    server: &str,
+    mut name: Option<String>,
+    identity: &Identity,
+    known: KnownPeers,
+    trace: bool,
+) -> Result<Joined, i32> {
+    let printer = console.printer();
+    // Asking again only makes sense when a person is typing the name.
+    let may_ask_again = name.is_none() && io::stdin().is_terminal();
+    let mut shown_fingerprint = false;
+    loop {
+        let candidate = match name.take() {
+            Some(name) => name,
+            None => match console.ask("Enter your name: ") {
+                Answer::Line(line) => line.trim().to_string(),
+                Answer::Eof | Answer::Interrupted => {
+                    println!("bye");
+                    return Err(0);
+                }
+            },
+        };
+        let refusal = match validate_name(&candidate) {
+            Err(e) => format!("invalid name: {e}"),
+            Ok(()) => {
+                if !shown_fingerprint {
+                    println!("Your fingerprint: {}", identity.fingerprint());
+                    shown_fingerprint = true;
+                }
+                match hello(server, &candidate, identity, trace) {
+                    Ok(Reply::Welcome { writer, reader, peers }) => {
+                        let peers = welcome(server, &candidate, peers, known, &printer);
+                        return Ok(Joined { name: candidate, writer, reader, peers });
+                    }
+                    Ok(Reply::Refused(code, reason)) => {
+                        format!("{}{}", visible(&reason), refusal_hint(code, may_ask_again))
+                    }
+                    Err(e) => {
+                        printer.error(&e);
+                        return Err(1);
+                    }
+                }
+            }
+        };
+        printer.error(&refusal);
+        if !may_ask_again {
+            return Err(1);
+        }
+    }
+}
+
+/// What the user can do about a refusal, as a second line; often nothing.
+fn refusal_hint(code: RefusalCode, may_ask_again: bool) -> &'static str {
+    match code {
+        RefusalCode::NameTaken | RefusalCode::InvalidName if !may_ask_again => "\n  Choose another name with --name.",
+        RefusalCode::ServerFull => "\n  Try again when someone leaves, or ask for a larger --max-clients.",
+        RefusalCode::Version => "\n  Use the same ciphercast version as the server.",
+        _ => "",
+    }
+}
+
+/// The server's answer to a hello.
+enum Reply {
+    Welcome { writer: FrameWriter<TcpStream>, reader: FrameReader<TcpStream>, peers: Vec<Peer> },
+    Refused(RefusalCode, String),
+}
+
+/// Connects, says hello, and waits for the welcome or the refusal.
+fn hello(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<Reply, String> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot reach the server at {server}: {e}\n  Is it running? Start one with `make run-server` or `ciphercast server`, or point --server at it."
+        )
+    };
+    let addresses = server.to_socket_addrs().map_err(|e| unreachable(&e))?;
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
+    let stream = addresses
+        .into_iter()
+        .find_map(|address| TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|e| last_error = e).ok())
+        .ok_or_else(|| unreachable(&last_error))?;
+    let _ = stream.set_nodelay(true);
+    // A server that stops reading must not hang the menu (or Ctrl-C) forever.
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let lost =
+        |e: &dyn std::fmt::Display| format!("connection to the server at {server} lost: {}", visible(&e.to_string()));
+    // Two handles on one socket: the reader thread will own one, the
+    // session's writer the other, so reading never waits for writing.
+    let read_half = stream.try_clone().map_err(|e| lost(&e))?;
+    let _ = read_half.set_read_timeout(Some(REPLY_TIMEOUT));
+    let label = trace.then(|| server.to_string());
+    let mut reader = FrameReader::with_buffer(read_half, MAX_FRAME_LEN, CLIENT_READ_BUFFER).traced(label.clone());
+    let mut writer = FrameWriter::new(stream).traced(label);
+    let hello =
+        ClientMessage::Hello { version: PROTOCOL_VERSION, name: name.into(), public_key: identity.public_pem().into() };
+    writer.send(&hello).map_err(|e| lost(&e))?;
+    match reader.recv::<ServerMessage>() {
+        Ok(ServerMessage::Welcome { peers, .. }) => {
+            // Joined: from now on the reader waits as long as the session lasts.
+            let _ = reader.get_mut().set_read_timeout(None);
+            Ok(Reply::Welcome { writer, reader, peers })
+        }
+        Ok(ServerMessage::Refused { code, reason }) => Ok(Reply::Refused(code, reason)),
+        Ok(other) => Err(format!("unexpected reply to the hello: {}", visible(&format!("{other:?}")))),
+        Err(RecvError::Message(e)) => Err(lost(&e)),
+        Err(RecvError::Frame(e)) => Err(lost(&e)),
+    }
+}
+
+/// Prints who we are connected as and who is online, and records their
+/// keys: the registry the menu sends from, and the trust it implies.
+fn welcome(server: &str, name: &str, online: Vec<Peer>, known: KnownPeers, printer: &Printer) -> Peers {
+    println!("Connected to {server} as {name}");
+    let names = online.iter().map(|p| visible(&p.name).into_owned()).collect::<Vec<_>>();
+    if names.is_empty() {
+        println!("online: nobody else yet");
+    } else {
+        println!("online: {}", names.join(", "));
+    }
+    let mut peers = Peers::new(known);
+    for peer in online {
+        let arrival = peers.insert(&peer.name, peer.public_key);
+        if let Some(line) = describe_arrival(&peer.name, &arrival) {
+            printer.event(&line);
+        }
+    }
+    if let Err(e) = peers.save_known() {
+        printer.error(&e);
+    }
+    peers
+}

@@ -1,0 +1,186 @@
+//! The menu, and the dialogues behind its options.
+//!
+//! The main thread runs this for the whole session, after joining: it owns
+//! stdin, so every question the user answers is asked here, one at a time,
+//! while the reader thread prints events around the prompts. Sealing a
+//! message is RSA work, done here with no lock held, so the reader thread
+//! is never kept waiting for it.
+
+use crossbeam_channel::Receiver;
+
+use super::console::{Answer, Console};
+use super::display::Display;
+use super::player::{self, Media};
+use super::session::Session;
+use crate::shared::message::ClientMessage;
+use crate::shared::video::Pace;
+use crate::shared::visible::visible;
+
+/// The menu loop; returns when the user quits or input ends.
+pub(crate) fn run(console: &mut Console, session: &Session, media: &Receiver<Media>, display: Display, pace: Pace) {
+    loop {
+        println!("1. Available clients / send a message\n2. Video playback\n3. Quit");
+        let choice = match console.ask("> ") {
+            Answer::Line(line) => line,
+            Answer::Eof | Answer::Interrupted => return,
+        };
+        let flow = match choice.trim() {
+            "1" => send_flow(console, session),
+            "2" => video_flow(console, session, media, display, pace),
+            "3" => return,
+            "" => Flow::Menu,
+            other => {
+                println!("Unknown choice \"{}\": type 1, 2 or 3.", visible(other));
+                Flow::Menu
+            }
+        };
+        if let Flow::Quit = flow {
+            return;
+        }
+    }
+}
+
+/// Where a sub-dialogue leaves the user.
+enum Flow {
+    /// Back at the menu.
+    Menu,
+    /// Input ended: the client quits.
+    Quit,
+}
+
+/// Asks `prompt` for a name or a number, trimmed. `Err`: where the user
+/// goes instead: back to the menu on an empty line or Ctrl-C, out on end of
+/// input.
+fn ask_choice(console: &mut Console, prompt: &str) -> Result<String, Flow> {
+    match console.ask(prompt) {
+        Answer::Line(line) if line.trim().is_empty() => Err(Flow::Menu),
+        Answer::Line(line) => Ok(line.trim().to_string()),
+        Answer::Interrupted => Err(Flow::Menu),
+        Answer::Eof => Err(Flow::Quit),
+    }
+}
+
+/// Option 1: list peers, ask for a recipient and a message, seal, send.
+fn send_flow(console: &mut Console, session: &Session) -> Flow {
+    let names = session.peers().names();
+    if names.is_empty() {
+        println!("No other clients online.");
+        return Flow::Menu;
+    }
+    let shown: Vec<String> = names.iter().map(|n| visible(n).into_owned()).collect();
+    println!("Available clients: {}", shown.join(", "));
+    // Each with its fingerprint, to compare with the owner's own.
+    for (name, shown) in names.iter().zip(&shown) {
+        if let Some(fingerprint) = session.peers().fingerprint(name) {
+            println!("  {shown}  {fingerprint}");
+        }
+    }
+    let to = loop {
+        let to = match ask_choice(console, "Send to: ") {
+            Ok(to) => to,
+            Err(flow) => return flow,
+        };
+        if session.peers().contains(&to) {
+            break to;
+        }
+        println!("No client named {}.", visible(&to));
+    };
+    let change = session.peers().unconfirmed_change(&to);
+    if let Some((was, now)) = change {
+        session.printer.event(&format!("warning: KEY CHANGED for {}: was {was}, now {now}", visible(&to)));
+        match console.ask("Send anyway? [y/N]: ") {
+            Answer::Line(answer) if matches!(answer.trim(), "y" | "Y" | "yes") => {
+                let mut peers = session.peers();
+                peers.accept_change(&to);
+                if let Err(e) = peers.save_known() {
+                    session.printer.error(&e);
+                }
+            }
+            Answer::Eof => return Flow::Quit,
+            _ => {
+                println!("not sent");
+                return Flow::Menu;
+            }
+        }
+    }
+    let text = match read_message(console) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Flow::Menu,
+        Err(()) => return Flow::Quit,
+    };
+    let key = match session.peers().key(&to) {
+        Some(Ok(key)) => key,
+        Some(Err(e)) => {
+            session.printer.error(&format!("cannot send to {to}: {e}"));
+            return Flow::Menu;
+        }
+        None => {
+            println!("No client named {}.", visible(&to));
+            return Flow::Menu;
+        }
+    };
+    // Sealing is RSA work: it runs with no lock held.
+    match session.identity.seal(&session.name, &to, &key, &text) {
+        Ok(envelope) => match session.send(&ClientMessage::Send { envelope }) {
+            Ok(()) => println!("sent to {}", visible(&to)),
+            Err(e) => session.printer.error(&format!("not sent: {e}")),
+        },
+        Err(e) => session.printer.error(&format!("not sent: {e}")),
+    }
+    Flow::Menu
+}
+
+/// Option 2: list the videos, ask which one, play it.
+fn video_flow(console: &mut Console, session: &Session, media: &Receiver<Media>, display: Display, pace: Pace) -> Flow {
+    let Some(videos) = player::request_list(session, media) else {
+        return Flow::Menu;
+    };
+    if videos.is_empty() {
+        println!("No videos available. (The server's video directory is empty: run `make videos` there.)");
+        return Flow::Menu;
+    }
+    println!("Available videos:");
+    for (i, video) in videos.iter().enumerate() {
+        let labels: Vec<String> = video.resolutions.iter().map(|r| visible(r).into_owned()).collect();
+        println!("  {}. {} ({})", i + 1, visible(&video.name), labels.join(", "));
+    }
+    let chosen = loop {
+        let answer = match ask_choice(console, "Video (number or name): ") {
+            Ok(answer) => answer,
+            Err(flow) => return flow,
+        };
+        let by_number = answer.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| videos.get(i));
+        match by_number.or_else(|| videos.iter().find(|v| v.name == answer)) {
+            Some(video) => break video.name.clone(),
+            None => println!("No video {}.", visible(&answer)),
+        }
+    };
+    player::play(session, media, &chosen, display.resolve(), pace);
+    Flow::Menu
+}
+
+/// Reads the message text: a line ending in `\` continues on the next line.
+/// `Ok(None)`: empty (back to the menu); `Err`: end of input.
+fn read_message(console: &mut Console) -> Result<Option<String>, ()> {
+    let mut text = String::new();
+    let mut prompt = "Message: ";
+    loop {
+        let line = match console.ask(prompt) {
+            Answer::Line(line) => line,
+            Answer::Interrupted => return Ok(None),
+            Answer::Eof => return Err(()),
+        };
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                text.push_str(head);
+                text.push('\n');
+                prompt = "... ";
+            }
+            None => {
+                text.push_str(&line);
+                break;
+            }
+        }
+    }
+    Ok(if text.is_empty() { None } else { Some(text) })
+}
