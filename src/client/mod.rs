@@ -22,8 +22,7 @@ mod freshness;
 mod identity;
 mod join;
 mod menu;
-// `pub(crate)` only while `src/bench.rs` builds registries of its own.
-pub(crate) mod peers;
+mod peers;
 mod player;
 mod session;
 mod terminal;

@@ -77,11 +77,6 @@ impl Peers {
         self.entries.remove(name);
     }
 
-    /// How many peers are connected.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     /// Whether `name` is connected.
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)

@@ -22,12 +22,12 @@ use crossbeam_channel::Sender;
 
 use log::{debug, error, info, warn};
 
+use super::door::PendingJoin;
 use super::library::{self, Video};
 use super::outbox::Outbox;
 use super::registry::{Refusal, RelayError};
 use super::stream::{self, Flags, Job, VideoItem};
 use super::writer;
-use super::door::PendingJoin;
 use super::{Context, LiveEntry};
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;

@@ -21,7 +21,7 @@
 //! overtaken by a message from the newcomer. Video keeps flowing meanwhile,
 //! and a lone update (the first in a window) is never held.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, never, select};
 
@@ -30,12 +30,24 @@ use crate::shared::frame::FrameError;
 use crate::shared::limits::BATCH_WINDOW;
 
 /// When the writer last sent traffic its client only watches go by.
-#[derive(Default)]
 pub(crate) struct Hold {
+    /// [`BATCH_WINDOW`], except in tests.
+    window: Duration,
     last_sent: Option<Instant>,
 }
 
+impl Default for Hold {
+    fn default() -> Hold {
+        Hold::new(BATCH_WINDOW)
+    }
+}
+
 impl Hold {
+    /// Holds bursts for `window`.
+    pub(crate) fn new(window: Duration) -> Hold {
+        Hold { window, last_sent: None }
+    }
+
     /// Notes that `item` was written.
     pub(crate) fn written(&mut self, item: &Outgoing) {
         if item.is_deferrable() {
@@ -54,7 +66,7 @@ impl Hold {
         mut video: Receiver<V>,
         mut send_video: impl FnMut(V) -> Result<(), FrameError>,
     ) -> Result<Receiver<V>, FrameError> {
-        let Some(deadline) = self.last_sent.map(|sent| sent + BATCH_WINDOW) else { return Ok(video) };
+        let Some(deadline) = self.last_sent.map(|sent| sent + self.window) else { return Ok(video) };
         if !item.is_deferrable() {
             return Ok(video);
         }

@@ -177,7 +177,10 @@ impl Registry {
 /// watches go by; returns the outboxes that overflowed, to disconnect once
 /// the lock is released.
 fn queue_all<'a>(members: impl Iterator<Item = &'a Member>, frames: &Arc<[u8]>) -> Vec<Outbox> {
-    members.filter(|member| member.outbox.push(Outgoing::deferrable(frames)).is_err()).map(|m| m.outbox.clone()).collect()
+    members
+        .filter(|member| member.outbox.push(Outgoing::deferrable(frames)).is_err())
+        .map(|m| m.outbox.clone())
+        .collect()
 }
 
 /// Disconnects clients whose outbox overflowed: they are not reading.
@@ -248,10 +251,10 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::server::outbox::OutboxReceiver;
     use crate::shared::connection::FrameWriter;
     use crate::shared::frame::read_frame;
     use crate::shared::message::decode;
-    use crate::server::outbox::OutboxReceiver;
 
     fn outbox(id: u64) -> (Outbox, OutboxReceiver) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

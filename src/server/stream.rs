@@ -103,7 +103,7 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
 
 fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let sources: Vec<Source> = job.video.resolutions.iter().map(|r| Source::new(r, job)).collect();
-    let (start, fps, parts) = match plan(job, &sources) {
+    let Plan { start, fps, parts } = match plan(job, &sources) {
         Ok(plan) => plan,
         Err(message) => return Ended::failed(0, message),
     };
@@ -145,9 +145,19 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     Ended { reason: EndReason::Finished, frames: pacer.sent, message: None }
 }
 
-/// The stream's start message, its frame rate and its parts: the assignment's
-/// plan over the shortest file's frames, paced by the lowest resolution.
-fn plan(job: &Job, sources: &[Source]) -> Result<(ServerMessage, f64, Vec<(usize, u32, u32)>), String> {
+/// What a stream will send.
+struct Plan {
+    /// The stream's start message.
+    start: ServerMessage,
+    /// Frames per second.
+    fps: f64,
+    /// Each part of the plan: (source, first frame, last frame).
+    parts: Vec<(usize, u32, u32)>,
+}
+
+/// The assignment's plan over the shortest file's frames, paced by the
+/// lowest resolution.
+fn plan(job: &Job, sources: &[Source]) -> Result<Plan, String> {
     let mut infos = Vec::with_capacity(sources.len());
     for source in sources {
         infos.push(job.decoders.info(&source.path, source.modified)?);
@@ -158,12 +168,10 @@ fn plan(job: &Job, sources: &[Source]) -> Result<(ServerMessage, f64, Vec<(usize
     if parts.is_empty() {
         return Err(format!("{} has no frames", job.video.name));
     }
-    let plan = parts
-        .iter()
-        .map(|&(i, first, last)| PlanPart { resolution: sources[i].label.clone(), first, last })
-        .collect();
+    let plan =
+        parts.iter().map(|&(i, first, last)| PlanPart { resolution: sources[i].label.clone(), first, last }).collect();
     let start = ServerMessage::StreamStart { stream: job.id, video: job.video.name.clone(), fps, frames: total, plan };
-    Ok((start, fps, parts))
+    Ok(Plan { start, fps, parts })
 }
 
 /// One resolution's file as a stream sees it.

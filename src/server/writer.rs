@@ -28,7 +28,7 @@ use crate::shared::frame::FrameError;
 /// then closes the sending direction so the client reads a clean end of stream.
 pub(super) fn run(stream: Arc<TcpStream>, outbox: OutboxReceiver, video: Receiver<VideoItem>, trace: Option<String>) {
     let mut writer = FrameWriter::new(&*stream).traced(trace);
-    match write_all(&mut writer, &outbox, video) {
+    match write_all(&mut writer, &outbox, video, Hold::default()) {
         Ok(()) => {
             let _ = stream.shutdown(Shutdown::Write);
         }
@@ -45,8 +45,8 @@ fn write_all(
     writer: &mut FrameWriter<&TcpStream>,
     outbox: &OutboxReceiver,
     mut video: Receiver<VideoItem>,
+    mut hold: Hold,
 ) -> Result<(), FrameError> {
-    let mut hold = Hold::default();
     let mut unflushed = false;
     loop {
         // Everything waiting goes out, in order, with one flush. (Urgent
@@ -102,5 +102,100 @@ fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem) -> Result<
             writer.flush()
         }
         VideoItem::Frame { head, jpeg } => writer.write_split(&head, &jpeg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::server::outbox::Outbox;
+    use crate::shared::connection::FrameReader;
+    use crate::shared::frame::{Frame, FrameKind};
+    use crate::shared::limits::MAX_FRAME_LEN;
+    use crate::shared::message::{ServerMessage, encode};
+
+    /// A hold far longer than any test: only its end by an urgent item, or
+    /// the end of the test, can release it. A writer that ignored the
+    /// signal would keep the client waiting past the read timeout.
+    const ENDLESS: Duration = Duration::from_secs(120);
+
+    struct Harness {
+        outbox: Outbox,
+        video: crossbeam_channel::Sender<VideoItem>,
+        client: FrameReader<TcpStream>,
+        writer: thread::JoinHandle<Result<(), FrameError>>,
+    }
+
+    fn start() -> Harness {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let server = Arc::new(server);
+        let (outbox, receiver) = Outbox::new(1, Arc::clone(&server));
+        let (video, video_rx) = crossbeam_channel::bounded(4);
+        let writer = thread::spawn(move || {
+            let mut writer = FrameWriter::new(&*server);
+            write_all(&mut writer, &receiver, video_rx, Hold::new(ENDLESS))
+        });
+        Harness { outbox, video, client: FrameReader::new(client, MAX_FRAME_LEN), writer }
+    }
+
+    fn note(text: &str) -> Arc<[u8]> {
+        encode(&ServerMessage::Error { message: text.into() }).unwrap().into()
+    }
+
+    impl Harness {
+        /// The next frame the client reads: a note's text, or `video`.
+        fn next(&mut self) -> String {
+            match self.client.next_frame().expect("the writer sent nothing in time") {
+                Frame { kind: FrameKind::Video, .. } => "video".into(),
+                frame => match crate::shared::message::decode::<ServerMessage>(frame).unwrap() {
+                    ServerMessage::Error { message } => message,
+                    other => format!("{other:?}"),
+                },
+            }
+        }
+
+        /// A bystander's copy goes out at once, and starts a window in which
+        /// the next is held.
+        fn start_a_hold(&mut self) {
+            self.outbox.push(Outgoing::deferrable(&note("first bystander copy"))).unwrap();
+            assert_eq!(self.next(), "first bystander copy");
+            self.outbox.push(Outgoing::deferrable(&note("held bystander copy"))).unwrap();
+        }
+
+        fn stop(self) {
+            drop(self.outbox);
+            drop(self.video);
+            self.writer.join().unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_message_for_the_client_ends_a_hold_and_goes_out_in_order() {
+        let mut harness = start();
+        harness.start_a_hold();
+        harness.outbox.push(Outgoing::now(&note("addressed to the client"))).unwrap();
+        assert_eq!(harness.next(), "held bystander copy", "what was queued first still goes first");
+        assert_eq!(harness.next(), "addressed to the client");
+        harness.stop();
+    }
+
+    #[test]
+    fn video_flows_during_a_hold() {
+        let mut harness = start();
+        harness.start_a_hold();
+        let frame = VideoItem::Frame { head: vec![0, 0, 0, 1, FrameKind::Video as u8], jpeg: Arc::from(&[][..]) };
+        harness.video.send(frame).unwrap();
+        assert_eq!(harness.next(), "video", "the picture is not held with the bystander copy");
+        harness.outbox.push(Outgoing::now(&note("addressed to the client"))).unwrap();
+        assert_eq!(harness.next(), "held bystander copy");
+        assert_eq!(harness.next(), "addressed to the client");
+        harness.stop();
     }
 }
