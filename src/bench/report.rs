@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::chat::SENDERS;
-
 /// A duration in milliseconds, with its fraction.
 pub(super) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
@@ -47,8 +45,9 @@ pub(super) fn print_table(results: &Value) {
         let values: Vec<String> = keys.iter().map(|key| get(&[section, &[*key]].concat())).collect();
         values.join(" / ")
     };
-    let concurrent_clients =
-        results["chat"]["concurrent"]["clients"].as_u64().map(|n| format!(" ({n} clients)")).unwrap_or_default();
+    let concurrent = &results["chat"]["concurrent"];
+    let senders = concurrent["senders"].as_u64().map(|n| format!(" {n} senders")).unwrap_or_default();
+    let concurrent_clients = concurrent["clients"].as_u64().map(|n| format!(" ({n} clients)")).unwrap_or_default();
     let rows = [
         ("joins: clients".to_string(), get(&["join", "clients"])),
         ("joins: seconds until every registry is complete".into(), get(&["join", "seconds"])),
@@ -58,7 +57,7 @@ pub(super) fn print_table(results: &Value) {
             several(&["chat", "streams"], &["p50_ms", "p99_ms", "max_ms"]),
         ),
         (
-            format!("chat p50 / p99, {SENDERS} senders{concurrent_clients}"),
+            format!("chat p50 / p99,{senders}{concurrent_clients}"),
             format!(
                 "{} ms, {} messages/s",
                 several(&["chat", "concurrent"], &["p50_ms", "p99_ms"]),

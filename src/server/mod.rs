@@ -23,6 +23,7 @@
 mod cache;
 mod decoder;
 mod door;
+mod group_commit;
 mod handler;
 mod hold;
 mod library;

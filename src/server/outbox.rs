@@ -32,10 +32,14 @@ use crate::shared::message::{Peer, ServerMessage, encode};
 /// Something queued for one client's writer thread.
 pub(crate) enum Outgoing {
     /// One or more complete encoded frames. Shared: a broadcast encodes once
-    /// and queues the same bytes for everyone.
+    /// and queues the same bytes for everyone, and a group of joins queues
+    /// all its announcements as one item.
     Frames {
         /// The frames, back to back.
         bytes: Arc<[u8]>,
+        /// Where this client's part begins (a newcomer in a group of joins
+        /// skips the announcements of those admitted before it).
+        start: usize,
         /// Traffic this client only watches go by (others joining and
         /// leaving, copies of messages sealed for someone else): its writer
         /// may hold it back for a moment to send a burst of it together.
@@ -55,12 +59,17 @@ pub(crate) enum Outgoing {
 impl Outgoing {
     /// Frames for this client, which go out at once.
     pub(crate) fn now(bytes: &Arc<[u8]>) -> Outgoing {
-        Outgoing::Frames { bytes: Arc::clone(bytes), deferrable: false }
+        Outgoing::Frames { bytes: Arc::clone(bytes), start: 0, deferrable: false }
     }
 
     /// Frames the client only watches go by, which may wait a moment.
     pub(crate) fn deferrable(bytes: &Arc<[u8]>) -> Outgoing {
-        Outgoing::Frames { bytes: Arc::clone(bytes), deferrable: true }
+        Outgoing::deferrable_from(bytes, 0)
+    }
+
+    /// The frames from byte `start` on, which the client only watches go by.
+    pub(crate) fn deferrable_from(bytes: &Arc<[u8]>, start: usize) -> Outgoing {
+        Outgoing::Frames { bytes: Arc::clone(bytes), start, deferrable: true }
     }
 
     /// Whether this may wait a moment (see [`BATCH_WINDOW`](crate::shared::limits::BATCH_WINDOW)).
@@ -71,7 +80,7 @@ impl Outgoing {
     /// Bytes this item accounts for in the outbox budget.
     fn cost(&self) -> usize {
         match self {
-            Outgoing::Frames { bytes, .. } => bytes.len(),
+            Outgoing::Frames { bytes, start, .. } => bytes.len().saturating_sub(*start),
             Outgoing::Welcome { peers, .. } => peers.iter().map(|p| p.name.len() + p.public_key.len()).sum(),
         }
     }
@@ -79,7 +88,7 @@ impl Outgoing {
     /// Writes the item's frames, without flushing.
     pub(crate) fn write_to<W: Write>(&self, writer: &mut FrameWriter<W>) -> Result<(), FrameError> {
         match self {
-            Outgoing::Frames { bytes, .. } => writer.write_encoded(bytes),
+            Outgoing::Frames { bytes, start, .. } => writer.write_encoded(bytes.get(*start..).unwrap_or_default()),
             Outgoing::Welcome { name, peers } => {
                 let welcome =
                     ServerMessage::Welcome { version: PROTOCOL_VERSION, name: name.to_string(), peers: peers.clone() };

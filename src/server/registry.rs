@@ -14,9 +14,10 @@
 //!
 //! Joins and leaves queue their announcements while the lock is held, so
 //! every client sees them in one order: a newcomer's welcome always comes
-//! before any later join or leave. A relay only looks its recipients up
-//! under the lock; it may then wait for a congested recipient (see
-//! [`wait_for_readers`]) and queues the copies after letting go.
+//! before any later join or leave. Joins are admitted in groups when many
+//! arrive at once ([`group_commit`](super::group_commit)). A relay only
+//! looks its recipients up under the lock; it may then wait for a congested
+//! recipient (see [`wait_for_readers`]) and queues the copies after letting go.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,6 +26,7 @@ use log::info;
 use thiserror::Error;
 
 use super::RelayMode;
+use super::group_commit::{Announcements, Arrivals};
 use super::outbox::{Outbox, Outgoing, Overflow, wait_for_readers};
 use crate::shared::crypto::CryptoError;
 use crate::shared::frame::FrameError;
@@ -35,6 +37,8 @@ use crate::shared::names::NameError;
 /// The shared registry of joined clients.
 pub(crate) struct Registry {
     state: Mutex<State>,
+    /// Newcomers waiting to be admitted by whoever takes `state` next.
+    arrivals: Arrivals<Arrival>,
     max_clients: usize,
 }
 
@@ -51,10 +55,21 @@ struct Member {
     outbox: Outbox,
 }
 
+/// A newcomer on its way in (see [`Registry::join`]).
+struct Arrival {
+    name: Arc<str>,
+    public_key: Arc<str>,
+    outbox: Outbox,
+    /// Its `peer_joined`, encoded before the lock was taken.
+    announcement: Vec<u8>,
+    /// Where the admitting thread answers: how many are online, or why not.
+    reply: crossbeam_channel::Sender<Result<usize, Refusal>>,
+}
+
 impl Registry {
     /// An empty registry admitting at most `max_clients`.
     pub(crate) fn new(max_clients: usize) -> Registry {
-        Registry { state: Mutex::new(State::default()), max_clients }
+        Registry { state: Mutex::new(State::default()), arrivals: Arrivals::default(), max_clients }
     }
 
     /// Takes the lock. No code panics while holding it, but if one ever did,
@@ -67,36 +82,71 @@ impl Registry {
     /// Adds a client; returns how many are online. The newcomer is queued
     /// the whole registry (its welcome), everyone else only the newcomer's
     /// entry, so a join costs O(clients).
+    ///
+    /// The newcomer first goes on the waiting list, then takes the lock and
+    /// admits everyone on the list — its own arrival is there, or in the
+    /// group admitted by the thread that held the lock before it, which has
+    /// answered it already.
     pub(crate) fn join(&self, name: &str, public_key: Arc<str>, outbox: &Outbox) -> Result<usize, Refusal> {
         let name: Arc<str> = name.into();
         let announcement = ServerMessage::PeerJoined { name: Arc::clone(&name), public_key: Arc::clone(&public_key) };
-        let announcement: Arc<[u8]> = encode(&announcement).map_err(|e| Refusal::Protocol(e.to_string()))?.into();
-        let (count, overflowed) = {
+        let announcement = encode(&announcement).map_err(|e| Refusal::Protocol(e.to_string()))?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.arrivals.push(Arrival {
+            name: Arc::clone(&name),
+            public_key,
+            outbox: outbox.clone(),
+            announcement,
+            reply,
+        });
+        let overflowed = {
             let mut state = self.lock();
-            if state.closed {
-                return Err(Refusal::ShuttingDown);
-            }
-            if state.members.contains_key(&name) {
-                return Err(Refusal::NameTaken(name.to_string()));
-            }
-            if state.members.len() >= self.max_clients {
-                return Err(Refusal::ServerFull(self.max_clients));
-            }
-            let peers = state
-                .members
-                .iter()
-                .map(|(name, member)| Peer { name: Arc::clone(name), public_key: Arc::clone(&member.public_key) })
-                .collect();
-            if outbox.push(Outgoing::Welcome { name: Arc::clone(&name), peers }).is_err() {
-                return Err(Refusal::Protocol("cannot queue the welcome".into()));
-            }
-            let overflowed = queue_all(state.members.values(), &announcement);
-            state.members.insert(Arc::clone(&name), Member { public_key, outbox: outbox.clone() });
-            (state.members.len(), overflowed)
+            let group = self.arrivals.take();
+            self.admit(&mut state, group)
         };
         kick_all(&overflowed);
+        let count = answer.try_recv().unwrap_or_else(|_| Err(Refusal::Protocol("the join was lost".into())))?;
         info!("{name} joined ({count} online)");
         Ok(count)
+    }
+
+    /// Admits a group of newcomers in order, each checked against the
+    /// registry as it stands after the ones before it; returns the outboxes
+    /// that overflowed.
+    fn admit(&self, state: &mut State, group: Vec<Arrival>) -> Vec<Outbox> {
+        let existing: Vec<Outbox> = state.members.values().map(|member| member.outbox.clone()).collect();
+        let mut announcements = Announcements::default();
+        for arrival in group {
+            let answer = self.admit_one(state, &arrival).map(|()| {
+                announcements.add(&arrival.outbox, &arrival.announcement);
+                let member = Member { public_key: arrival.public_key, outbox: arrival.outbox };
+                state.members.insert(arrival.name, member);
+                state.members.len()
+            });
+            let _ = arrival.reply.try_send(answer);
+        }
+        announcements.queue(&existing)
+    }
+
+    /// Checks one newcomer and queues its welcome: a snapshot of everyone
+    /// else, which its writer thread encodes.
+    fn admit_one(&self, state: &State, arrival: &Arrival) -> Result<(), Refusal> {
+        if state.closed {
+            return Err(Refusal::ShuttingDown);
+        }
+        if state.members.contains_key(&arrival.name) {
+            return Err(Refusal::NameTaken(arrival.name.to_string()));
+        }
+        if state.members.len() >= self.max_clients {
+            return Err(Refusal::ServerFull(self.max_clients));
+        }
+        let peers = state
+            .members
+            .iter()
+            .map(|(name, member)| Peer { name: Arc::clone(name), public_key: Arc::clone(&member.public_key) })
+            .collect();
+        let welcome = Outgoing::Welcome { name: Arc::clone(&arrival.name), peers };
+        arrival.outbox.push(welcome).map_err(|Overflow| Refusal::Protocol("cannot queue the welcome".into()))
     }
 
     /// Removes the client of connection `outbox` and tells everyone else.
@@ -173,9 +223,9 @@ impl Registry {
     }
 }
 
-/// Queues `frames` (an announcement) for each member as traffic it only
-/// watches go by; returns the outboxes that overflowed, to disconnect once
-/// the lock is released.
+/// Queues `frames` (a leave) for each member as traffic it only watches go
+/// by; returns the outboxes that overflowed, to disconnect once the lock is
+/// released.
 fn queue_all<'a>(members: impl Iterator<Item = &'a Member>, frames: &Arc<[u8]>) -> Vec<Outbox> {
     members
         .filter(|member| member.outbox.push(Outgoing::deferrable(frames)).is_err())
@@ -273,19 +323,26 @@ mod tests {
             item.write_to(&mut writer).unwrap();
             writer.flush().unwrap();
             drop(writer);
-            let message = decode::<ServerMessage>(&read_frame(&mut &bytes[..], u32::MAX).unwrap()).unwrap();
-            seen.push(match message {
-                ServerMessage::Welcome { peers, .. } => {
-                    format!("{mark}welcome {}", peers.iter().map(|p| p.name.as_ref()).collect::<Vec<_>>().join(","))
-                }
-                ServerMessage::PeerJoined { name, .. } => format!("{mark}joined {name}"),
-                ServerMessage::PeerLeft { name, .. } => format!("{mark}left {name}"),
-                ServerMessage::Sealed { from, envelope } => format!("{mark}sealed {from}>{}", envelope.to),
-                ServerMessage::ServerClosing { .. } => format!("{mark}closing"),
-                other => format!("{mark}{other:?}"),
-            });
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let message = decode::<ServerMessage>(&read_frame(&mut rest, u32::MAX).unwrap()).unwrap();
+                seen.push(describe(mark, message));
+            }
         }
         seen
+    }
+
+    fn describe(mark: &str, message: ServerMessage) -> String {
+        match message {
+            ServerMessage::Welcome { peers, .. } => {
+                format!("{mark}welcome {}", peers.iter().map(|p| p.name.as_ref()).collect::<Vec<_>>().join(","))
+            }
+            ServerMessage::PeerJoined { name, .. } => format!("{mark}joined {name}"),
+            ServerMessage::PeerLeft { name, .. } => format!("{mark}left {name}"),
+            ServerMessage::Sealed { from, envelope } => format!("{mark}sealed {from}>{}", envelope.to),
+            ServerMessage::ServerClosing { .. } => format!("{mark}closing"),
+            other => format!("{mark}{other:?}"),
+        }
     }
 
     fn envelope(to: &str) -> Envelope {
@@ -316,6 +373,39 @@ mod tests {
         assert_eq!(read_all(&ann_rx), ["!welcome ", "~joined bob", "~joined cy", "~left bob"]);
         assert_eq!(read_all(&bob_rx), ["!welcome ann", "~joined cy"]);
         assert_eq!(read_all(&cy_rx), ["!welcome ann,bob", "~left bob"]);
+    }
+
+    #[test]
+    fn a_group_of_joins_reads_as_if_each_had_joined_alone() {
+        let registry = Registry::new(10);
+        let (old, old_rx) = outbox(1);
+        registry.join("old", "key".into(), &old).unwrap();
+        assert_eq!(read_all(&old_rx), ["!welcome "]);
+
+        let outboxes: Vec<_> = (2..6).map(outbox).collect();
+        let mut answers = Vec::new();
+        let group = ["ann", "bob", "ann", "cy"]
+            .iter()
+            .zip(&outboxes)
+            .map(|(name, (outbox, _))| {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                answers.push(answer);
+                let announcement =
+                    encode(&ServerMessage::PeerJoined { name: (*name).into(), public_key: "key".into() });
+                let (name, public_key, outbox) = ((*name).into(), "key".into(), outbox.clone());
+                Arrival { name, public_key, outbox, announcement: announcement.unwrap(), reply }
+            })
+            .collect();
+        let overflowed = registry.admit(&mut registry.lock(), group);
+        assert!(overflowed.is_empty());
+
+        let answers: Vec<String> = answers.iter().map(|a| format!("{:?}", a.try_recv().unwrap())).collect();
+        assert_eq!(answers, ["Ok(2)", "Ok(3)", "Err(NameTaken(\"ann\"))", "Ok(4)"]);
+        assert_eq!(read_all(&old_rx), ["~joined ann", "~joined bob", "~joined cy"], "one item for the whole group");
+        assert_eq!(read_all(&outboxes[0].1), ["!welcome old", "~joined bob", "~joined cy"]);
+        assert_eq!(read_all(&outboxes[1].1), ["!welcome ann,old", "~joined cy"]);
+        assert!(read_all(&outboxes[2].1).is_empty(), "the refused one is told by its handler, not queued");
+        assert_eq!(read_all(&outboxes[3].1), ["!welcome ann,bob,old"]);
     }
 
     #[test]
