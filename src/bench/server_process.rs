@@ -24,9 +24,14 @@ pub(super) struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `ciphercast server` serving `videos`, admitting up to
-    /// `max_clients`, and waits until it listens.
+    /// `max_clients`, and waits until it listens. The server is this
+    /// executable, or the one `CIPHERCAST_BENCH_SERVER` names (to compare
+    /// two builds of the server with the same clients, in one sitting).
     pub(super) fn start(videos: &Path, max_clients: usize) -> Result<ServerProcess, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = match std::env::var_os("CIPHERCAST_BENCH_SERVER") {
+            Some(exe) => exe.into(),
+            None => std::env::current_exe().map_err(|e| e.to_string())?,
+        };
         let mut child = Command::new(exe)
             .args(["server", "--bind", "127.0.0.1", "--port", "0", "--max-clients", &max_clients.to_string()])
             .arg("--videos")
