@@ -8,11 +8,16 @@
 //!   (frame I/O on a socket), [`shared::crypto`] (hybrid RSA + AES-GCM
 //!   encryption, signatures, fingerprints), [`shared::limits`] (every limit).
 //! - [`server`]: the accept loop, one handler and one writer thread per
-//!   client, and the Mutex-protected registry they share.
+//!   client, the Mutex-protected registry they share, and a streaming
+//!   thread per playback.
 //! - [`client`]: the interactive client: a reader thread for the network,
 //!   the main thread for the menu.
 //! - [`videos`]: the generator of the demo video library.
 //! - [`cli`]: the command line, shared by `main.rs` and the tests.
+//!
+//! `ciphercast bench` is not part of the library: it lives beside the
+//! binary (`src/bench/`) and drives the server through this library's
+//! public interface and the protocol, as any other client would.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

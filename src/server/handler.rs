@@ -1,11 +1,15 @@
-//! The per-client handler: one thread per connection, blocked in `read`.
+//! The per-client handler: one thread per connection (`client-<addr>`),
+//! blocked in `read`. It starts the connection's writer thread, and a
+//! streaming thread for each playback.
 //!
 //! Its life has two phases. Until the client has joined, every read is held
-//! to the 10-second join deadline and frames are capped at
+//! to the join deadline, 10 s from connecting (so a client trickling its
+//! hello a byte at a time is cut off all the same), and frames are capped at
 //! [`MAX_HELLO_FRAME_LEN`]. After the join, the thread reads one frame at a
 //! time with no timeout, decodes it, and hands it to one `handle_*` method
-//! per message. Whatever ends the loop (quit, disconnect, garbage), the same
-//! cleanup runs: leave the registry, let the writer drain, join it.
+//! per message. Whatever ends the loop (quit, disconnect, garbage, a panic),
+//! the same cleanup runs: stop and join the streaming thread, leave the
+//! registry, let the writer drain, join it.
 //!
 //! This thread never writes to the socket: replies go through the client's
 //! outbox like everything else, so they stay in order with broadcasts.
@@ -134,7 +138,11 @@ impl Handler {
             Err(None) => return LeaveReason::Disconnected,
         }
         loop {
-            match self.reader.recv::<ClientMessage>() {
+            let received = self.reader.recv::<ClientMessage>();
+            if self.context.live.closing() {
+                return LeaveReason::Disconnected;
+            }
+            match received {
                 Ok(ClientMessage::Send { envelope }) => self.handle_send(envelope),
                 Ok(ClientMessage::Quit) => {
                     let _ = self.outbox.send(&ServerMessage::Goodbye);

@@ -1,4 +1,5 @@
 //! The video library: the files of `--videos DIR`, grouped into videos.
+//! Read by a handler thread when its client lists the videos or plays one.
 //!
 //! `NAME_<height>p.<ext>` is one resolution of video `NAME`; any other video
 //! file is a video of its own. The directory is read each time a client

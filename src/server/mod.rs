@@ -115,6 +115,8 @@ struct Context {
 struct Live {
     sockets: Mutex<HashMap<u64, TcpStream>>,
     ended: Condvar,
+    /// Set when shutdown begins: handlers stop serving after the frame in hand.
+    closing: AtomicBool,
 }
 
 impl Live {
@@ -126,9 +128,19 @@ impl Live {
         self.sockets().len()
     }
 
+    /// Whether shutdown has begun.
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
     /// Wakes every handler (its writer still sends what is queued) and
-    /// waits until each has ended.
+    /// waits until each has ended. Shutting a socket down for reading is
+    /// not enough on its own: Linux still delivers what the peer goes on
+    /// sending, so a handler also stops at the next frame once it sees
+    /// [`closing`](Live::closing) — a client flooding the server cannot
+    /// keep it from stopping.
     fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let mut sockets = self.sockets();
         for stream in sockets.values() {
             let _ = stream.shutdown(net::Shutdown::Read);

@@ -74,7 +74,8 @@ pub const CLIENT_READ_BUFFER: usize = 64 * 1024;
 /// whatever queued behind it). When a class joins at once, each client gets a
 /// few large writes instead of one per classmate, and a busy chat wakes each
 /// bystander once per window, not once per message. Nothing is held when it
-/// is not a burst, and messages to the client itself never start a hold.
+/// is not a burst, and anything for the client itself (a message addressed
+/// to it, a reply) ends a hold at once (see `server/hold.rs`).
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 
 /// Connections that may be waiting to join on top of `--max-clients`; beyond
