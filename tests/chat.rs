@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ciphercast::server::{Config, RelayMode};
+use ciphercast::shared::connection::RecvError;
 use ciphercast::shared::crypto::CryptoError;
+use ciphercast::shared::frame::FrameError;
 use ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES;
 use ciphercast::shared::message::{ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage};
 use support::{TestClient, TestServer, fake_envelope, identity, peer_key};
@@ -244,7 +246,9 @@ fn malformed_messages_get_an_error_and_the_connection_survives() {
 fn a_connection_that_never_joins_is_closed_after_the_deadline() {
     let server = TestServer::with_defaults();
     let mut idle = TestClient::connect(server.addr);
-    // Trickle half a header: a per-read timeout alone would never fire.
+    // Half a header, then silence. A per-read timeout would catch this one
+    // too (nothing comes after the two bytes); the trickled hello below is
+    // what only a deadline counted from connecting catches.
     idle.send_raw(&[0, 0]);
     match idle.recv() {
         ServerMessage::Refused { code: RefusalCode::Protocol, reason } => {
@@ -253,6 +257,49 @@ fn a_connection_that_never_joins_is_closed_after_the_deadline() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(idle.recv_until_closed().is_empty());
+}
+
+#[test]
+fn a_hello_trickled_one_byte_a_second_is_cut_off_at_the_join_deadline() {
+    // A per-read timeout starts again at every byte, so it never fires
+    // against a client that sends one byte a second: such a hello (hundreds
+    // of bytes) would hold a waiting place for minutes. The join deadline
+    // counts from connecting: 10 s, however the bytes come.
+    let server = TestServer::with_defaults();
+    let mut trickler = TestClient::connect(server.addr);
+    trickler.name = "trickler".into();
+    let hello = ciphercast::shared::message::encode(&support::hello("trickler", identity(0).public_pem())).unwrap();
+    // The pace of the trickle: also how long each read below waits for the
+    // server's answer before the next byte goes.
+    trickler.stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    // Give up after 40 bytes (40 s): four times the deadline, a bound only a bug reaches.
+    let give_up = 40;
+    assert!(hello.len() > give_up, "the hello is too short to trickle for {give_up} s");
+    let mut cut_off = false;
+    for byte in &hello[..give_up] {
+        if trickler.try_send_raw(&[*byte]).is_err() {
+            cut_off = true; // the server has closed the connection
+            break;
+        }
+        match trickler.try_recv() {
+            Ok(ServerMessage::Refused { code: RefusalCode::Protocol, reason }) => {
+                assert!(reason.contains("10 s"), "{reason}");
+                cut_off = true;
+                break;
+            }
+            Ok(other) => panic!("the trickler got {other:?}"),
+            Err(RecvError::Frame(FrameError::Io(e)))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => {
+                cut_off = true; // closed without a word
+                break;
+            }
+        }
+    }
+    assert!(cut_off, "the server was still waiting for a trickled hello after {give_up} s");
+    // Refused or cut off, the connection is then closed.
+    trickler.stream.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+    trickler.drain_until_closed(1024);
 }
 
 #[test]
