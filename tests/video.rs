@@ -251,14 +251,23 @@ fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
 fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
     let videos = clips(20);
     let server = server_with(videos);
-    let mut viewer =
-        Process::start(&["client", "--server", &server.addr.to_string(), "--name", "viewer", "--display", "none"]);
+    // --trace: a line on stderr for each frame the viewer receives.
+    let mut viewer = Process::start(&[
+        "client",
+        "--server",
+        &server.addr.to_string(),
+        "--name",
+        "viewer",
+        "--display",
+        "none",
+        "--trace",
+    ]);
     viewer.wait_for(Stream::Out, "online: nobody else yet");
     viewer.type_text("2\n");
     viewer.wait_for(Stream::Out, "  2. Video_2 (24p, 48p, 96p)");
     viewer.type_text("Video_2\n");
-    // The stream starts at once; dave joins and writes while it plays.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the first picture has arrived, dave joins and writes while it plays.
+    viewer.wait_for(Stream::Err, " stream=1 seq=0 ");
     let (mut dave, welcome) = TestClient::hello(server.addr, "dave", identity(3).public_pem());
     let ServerMessage::Welcome { peers, .. } = welcome else { panic!("dave was not welcomed: {welcome:?}") };
     let viewer_pem = &peers.iter().find(|p| &*p.name == "viewer").expect("viewer online").public_key;
@@ -271,12 +280,10 @@ fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
     // Ctrl-C during playback stops the playback only.
     let pid = viewer.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    let summary = viewer.wait_for(Stream::Out, "summary: video=Video_2 frames=");
-    let counts = summary.split("frames=").nth(1).unwrap().split_whitespace().next().unwrap();
-    let (received, announced) = counts.split_once('/').unwrap();
-    assert_eq!(announced, "200");
-    let received: u32 = received.parse().unwrap();
-    assert!(received > 0 && received < 200, "{summary}");
+    let line = viewer.wait_for(Stream::Out, "summary: video=Video_2 ");
+    let summary = Summary::parse(&line);
+    assert_eq!(summary.total, 200, "{line}");
+    assert!(summary.received > 0 && summary.received < 200, "{line}");
     let position = |text: &str| viewer.stdout.iter().position(|l| l.contains(text)).unwrap();
     assert!(position("[dave] popcorn?") < position("summary:"));
     assert!(position("dave joined") < position("summary:"));
@@ -300,12 +307,63 @@ fn the_client_binary_plays_a_video_headless_and_prints_the_summary() {
         "none",
     ]);
     viewer.type_text("2\n1\n");
-    let summary = viewer.wait_for(Stream::Out, "summary:");
-    assert!(summary.starts_with("summary: video=Video_1 frames=20/20 resolutions=24p,48p,96p fps="), "{summary}");
-    assert!(summary.ends_with(" late=0") || summary.contains(" late="), "{summary}");
-    let bytes: u64 = summary.split("bytes=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    assert!(bytes > 20 * 100, "{summary}");
+    let line = viewer.wait_for(Stream::Out, "summary:");
+    let summary = Summary::parse(&line);
+    assert_eq!(
+        (summary.video.as_str(), summary.received, summary.total, summary.resolutions.as_str()),
+        ("Video_1", 20, 20, "24p,48p,96p"),
+        "{line}"
+    );
+    // Every frame was measured: a rate, bytes, and a late count that the
+    // first frame cannot be part of (it sets the clock the others are held to).
+    assert!(summary.fps > 0.0, "{line}");
+    assert!(summary.bytes > 20 * 100, "{line}");
+    assert!(summary.late < summary.received, "{line}");
     assert_eq!(viewer.finish(), 0);
+}
+
+/// The summary line a playback ends with, every field parsed (INTERFACE.md):
+/// `summary: video=V frames=R/T resolutions=L fps=F bytes=B late=N`, then
+/// only the optional ` dropped=N` and ` last=RES`.
+struct Summary {
+    video: String,
+    received: u32,
+    total: u32,
+    resolutions: String,
+    fps: f64,
+    bytes: u64,
+    late: u32,
+}
+
+impl Summary {
+    fn parse(line: &str) -> Summary {
+        let fields = line.strip_prefix("summary: ").unwrap_or_else(|| panic!("not a summary line: {line:?}"));
+        let fields: Vec<(&str, &str)> = fields
+            .split(' ')
+            .map(|field| field.split_once('=').unwrap_or_else(|| panic!("{field:?} is not key=value in {line:?}")))
+            .collect();
+        let keys: Vec<&str> = fields.iter().map(|(key, _)| *key).collect();
+        let fixed = ["video", "frames", "resolutions", "fps", "bytes", "late"];
+        assert_eq!(keys[..keys.len().min(6)], fixed, "fields of {line:?}");
+        assert!(keys[6..].iter().all(|key| ["dropped", "last"].contains(key)), "unknown fields in {line:?}");
+        let value = |key: &str| fields.iter().find(|(k, _)| *k == key).unwrap().1;
+        let number = |key: &str| value(key).parse::<u64>().unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"));
+        let (received, total) = value("frames").split_once('/').unwrap_or_else(|| panic!("frames in {line:?}"));
+        let fps = value("fps");
+        assert!(fps.split_once('.').is_some_and(|(_, decimals)| decimals.len() == 1), "fps {fps:?} in {line:?}");
+        if keys.contains(&"dropped") {
+            number("dropped");
+        }
+        Summary {
+            video: value("video").to_string(),
+            received: received.parse().unwrap_or_else(|e| panic!("frames in {line:?}: {e}")),
+            total: total.parse().unwrap_or_else(|e| panic!("frames in {line:?}: {e}")),
+            resolutions: value("resolutions").to_string(),
+            fps: fps.parse().unwrap_or_else(|e| panic!("fps in {line:?}: {e}")),
+            bytes: number("bytes"),
+            late: u32::try_from(number("late")).unwrap(),
+        }
+    }
 }
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
