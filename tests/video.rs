@@ -6,13 +6,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ciphercast::server::Config;
-use ciphercast::shared::frame::FrameKind;
+use ciphercast::shared::frame::{FrameError, FrameKind};
 use ciphercast::shared::message::{ClientMessage, ServerMessage, VideoInfo};
 use ciphercast::shared::video::{EndReason, FrameHeader, Pace, PlanPart};
 use opencv::core::Vector;
 use opencv::imgcodecs::{IMREAD_COLOR, imdecode};
 use opencv::prelude::*;
-use support::{Process, Stream, TestClient, TestServer, clips, clips_at, identity};
+use support::{Process, Stream, TestClient, TestServer, clips, clips_at, identity, peer_key};
 
 fn server_with(videos: std::path::PathBuf) -> TestServer {
     TestServer::start(Config { videos, ..Config::default() })
@@ -22,6 +22,8 @@ fn server_with(videos: std::path::PathBuf) -> TestServer {
 struct Received {
     start: Option<(u32, u32, Vec<PlanPart>)>,
     frames: Vec<(FrameHeader, i32)>,
+    /// Other control messages that came during the playback, in order.
+    others: Vec<ServerMessage>,
     end: (EndReason, u32, Option<String>),
     elapsed: Duration,
 }
@@ -30,8 +32,13 @@ struct Received {
 fn play(client: &mut TestClient, video: &str, pace: Pace) -> Received {
     client.send(&ClientMessage::Play { video: video.into(), pace });
     let started = Instant::now();
-    let mut received =
-        Received { start: None, frames: Vec::new(), end: (EndReason::Error, 0, None), elapsed: Duration::ZERO };
+    let mut received = Received {
+        start: None,
+        frames: Vec::new(),
+        others: Vec::new(),
+        end: (EndReason::Error, 0, None),
+        elapsed: Duration::ZERO,
+    };
     for _ in 0..10_000 {
         let frame = client.read_frame();
         if frame.kind == FrameKind::Video {
@@ -47,7 +54,7 @@ fn play(client: &mut TestClient, video: &str, pace: Pace) -> Received {
                 received.elapsed = started.elapsed();
                 return received;
             }
-            _ => {}
+            other => received.others.push(other),
         }
     }
     panic!("no stream end");
@@ -375,18 +382,87 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_viewer_that_stops_reading_slows_nobody_else() {
-    // 240p frames: 200 of them are several megabytes, more than the socket
-    // buffers hold, so the stalled viewer's streaming thread really waits.
-    let server = server_with(clips_at(20, &[240]));
+    // 720p frames at quality 95: 200 of them are about 8 MB, twice what the
+    // socket buffers between a server and a viewer that reads nothing hold
+    // (checked below: the stalled stream must still be unfinished at the end).
+    let videos = clips_at(20, &[720]);
+    let server = TestServer::start(Config { videos, jpeg_quality: 95, ..Config::default() });
     let (mut stalled, _) = TestClient::join(server.addr, "stalled", identity(0));
-    let (mut other, _) = TestClient::join(server.addr, "other", identity(1));
-    // The stalled viewer asks for a long video and then reads nothing more:
-    // its socket buffers and its video queue fill, its streaming thread waits.
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
+    let (mut dave, _) = TestClient::join(server.addr, "dave", identity(3));
+    // The stalled viewer asks for a video, takes its start and first
+    // picture, and then reads nothing more: its socket buffers and its
+    // video queue fill, and its streaming thread waits.
     stalled.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::None });
-    // Meanwhile another viewer plays a whole video and chat keeps flowing.
-    let got = play(&mut other, "Video_2", Pace::None);
+    let stream = match stalled.recv_until("a stream start", |m| !matches!(m, ServerMessage::PeerJoined { .. })) {
+        ServerMessage::StreamStart { stream, .. } => stream,
+        other => panic!("expected a stream start, got {other:?}"),
+    };
+    // (Announcements of the others may still come first: they are batched.)
+    next_video_frame(&mut stalled);
+
+    // Meanwhile chat flows: bob's message reaches carol...
+    let envelope = identity(1).seal("bob", "carol", &peer_key(identity(2)), "still flowing").unwrap();
+    bob.send(&ClientMessage::Send { envelope });
+    let ServerMessage::Sealed { from, envelope } =
+        carol.recv_until("bob's message", |m| matches!(m, ServerMessage::Sealed { .. }))
+    else {
+        unreachable!()
+    };
+    assert_eq!(identity(2).open(&from, &peer_key(identity(1)), &envelope).unwrap(), "still flowing");
+    // ...and another viewer watches the same video to the end, every frame,
+    // without waiting for the stalled one to be cut off: had its stream
+    // waited for the stalled one, the stalled one would have been
+    // disconnected (a write that makes no progress for 10 s ends a
+    // connection) and dave told so before his stream could end.
+    let got = play(&mut dave, "Video_1", Pace::None);
     assert_eq!(got.end, (EndReason::Finished, 200, None));
     assert_eq!(got.frames.len(), 200);
-    let (_late, _) = TestClient::join(server.addr, "late", identity(2));
-    drop(stalled);
+    let stalled_left = |m: &ServerMessage| matches!(m, ServerMessage::PeerLeft { name, .. } if name == "stalled");
+    assert!(
+        !got.others.iter().any(stalled_left),
+        "dave's stream ended only after the stalled viewer was disconnected for not reading"
+    );
+
+    // All that while the stalled viewer read nothing, and its stream was
+    // held up, not finished: stopped now, it ends short of its last frame.
+    stalled.send(&ClientMessage::Stop { stream });
+    match stream_end(&mut stalled, stream) {
+        Some((EndReason::Stopped, sent)) => assert!(sent < 200, "stopped after all {sent} frames"),
+        Some(other) => panic!("the stalled viewer's stream was never held up: it ended {other:?}"),
+        None => panic!("the stalled viewer was disconnected before the others were done"),
+    }
+}
+
+/// Reads until the next video frame (at most 100 control messages before it).
+fn next_video_frame(client: &mut TestClient) -> ciphercast::shared::frame::Frame {
+    for _ in 0..100 {
+        let frame = client.read_frame();
+        if frame.kind == FrameKind::Video {
+            return frame;
+        }
+    }
+    panic!("{}: no video frame", client.name);
+}
+
+/// Reads until `stream` ends; its reason and frame count, or `None` if the
+/// server closed the connection first.
+fn stream_end(client: &mut TestClient, stream: u32) -> Option<(EndReason, u32)> {
+    for _ in 0..100_000 {
+        let frame = match client.try_read_frame() {
+            Ok(frame) => frame,
+            Err(FrameError::Closed) => return None,
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("{}: expected the end of stream {stream}, got {e}", client.name),
+        };
+        if frame.kind == FrameKind::Control
+            && let ServerMessage::StreamEnd { stream: ended, reason, frames, .. } =
+                ciphercast::shared::message::decode(&frame).expect("control message")
+            && ended == stream
+        {
+            return Some((reason, frames));
+        }
+    }
+    panic!("{}: stream {stream} did not end", client.name);
 }
