@@ -4,8 +4,8 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use ciphercast::server::{Config, RelayMode};
 use ciphercast::shared::connection::RecvError;
@@ -13,7 +13,7 @@ use ciphercast::shared::crypto::CryptoError;
 use ciphercast::shared::frame::FrameError;
 use ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES;
 use ciphercast::shared::message::{ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage};
-use support::{TestClient, TestServer, fake_envelope, identity, peer_key};
+use support::{TestClient, TestServer, fake_envelope, identity, peer_key, wait_until};
 
 fn joined_name(message: &ServerMessage) -> Option<&str> {
     match message {
@@ -397,18 +397,12 @@ fn strangers_who_never_join_cannot_take_every_thread() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     drop(strangers);
-    // Their places come free once they go: joining works again.
-    let mut joined = None;
-    for _ in 0..50 {
-        if let (client, ServerMessage::Welcome { .. }) =
-            TestClient::hello(server.addr, "latecomer", identity(0).public_pem())
-        {
-            joined = Some(client);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(joined.is_some(), "nobody could join after the strangers left");
+    // Their places come free once the server has seen them go (nothing on
+    // the wire says when): joining works again.
+    wait_until("a join after the strangers left", || {
+        let (_latecomer, reply) = TestClient::hello(server.addr, "latecomer", identity(0).public_pem());
+        matches!(reply, ServerMessage::Welcome { .. })
+    });
 }
 
 #[test]
@@ -458,57 +452,58 @@ fn the_server_closes_a_departed_clients_socket_at_once() {
     let rest = alice.recv_until_closed();
     assert!(rest.iter().any(|m| matches!(m, ServerMessage::Goodbye)), "{rest:?}");
     // Once the server has closed its socket entirely, bytes sent to it are
-    // answered with a reset, and a later write fails.
-    let mut closed = false;
-    for _ in 0..100 {
-        if alice.stream.write_all(b"are you still there?").is_err() {
-            closed = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(closed, "the server kept the departed client's socket open");
+    // answered with a reset, and a later write fails. Nothing announces the
+    // reset, so the test writes until one fails: no other client connects
+    // meanwhile, so a server that closed sockets only on its next accept
+    // would keep this one open until the hang bound.
+    wait_until("the server closing the departed client's socket", || {
+        alice.stream.write_all(b"are you still there?").is_err()
+    });
 }
 
 /// Sends `count` of the largest sealed messages to `to` as fast as the
-/// socket takes them, calling `sent` after each.
-fn flood(sender: &mut TestClient, to: &str, count: usize, mut sent: impl FnMut()) {
+/// socket takes them.
+fn flood(sender: &mut TestClient, to: &str, count: usize) {
     let envelope = fake_envelope(to, "large".into(), MAX_CIPHERTEXT_BYTES);
     let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
     for _ in 0..count {
         sender.send_raw(&frame);
-        sent();
     }
 }
 
-/// A client that reads one message every two seconds while a flood lasts.
+/// A client that takes its time over each sealed message while a flood
+/// lasts: it reads one, then pauses.
 struct SlowReader {
     flood_over: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<usize>,
+    thread: std::thread::JoinHandle<Result<usize, String>>,
 }
 
 impl SlowReader {
-    fn start(mut client: TestClient, count: usize) -> SlowReader {
+    fn start(mut client: TestClient, count: usize, pause: Duration) -> SlowReader {
         let flood_over = Arc::new(AtomicBool::new(false));
         let over = Arc::clone(&flood_over);
         let thread = std::thread::spawn(move || {
             let mut received = 0;
-            while client.try_recv().is_ok() && received < count {
-                received += 1;
+            while received < count {
+                match client.try_recv() {
+                    Ok(ServerMessage::Sealed { .. }) => received += 1,
+                    Ok(_) => continue,
+                    Err(e) => return Err(format!("{} disconnected after {received} messages: {e}", client.name)),
+                }
                 if !over.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_secs(2));
+                    std::thread::sleep(pause);
                 }
             }
-            received
+            Ok(received)
         });
         SlowReader { flood_over, thread }
     }
 
-    /// Reads the rest at full speed; returns how many messages came before
-    /// the connection ended.
-    fn finish(self) -> usize {
+    /// Reads the rest at full speed; returns how many sealed messages came
+    /// (all `count`), or how the connection ended before.
+    fn finish(self) -> Result<usize, String> {
         self.flood_over.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap()
+        support::join_bounded("a slow reader", self.thread)
     }
 }
 
@@ -526,24 +521,15 @@ fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
     alice.recv_until("the last reader joined", |m| joined_name(m) == Some("reader2"));
     // 60 × 1.4 MB is far more than an outbox (32 MiB) and the sockets' buffers hold.
     let count = 60;
-    let sent = Arc::new(AtomicUsize::new(0));
-    let handles: Vec<_> = readers
+    // The readers are busy until the flood is over or the server holds the
+    // sender back, whichever comes first; then they read everything.
+    let (go, handles): (Vec<_>, Vec<_>) = readers
         .into_iter()
         .map(|mut reader| {
-            let sent = Arc::clone(&sent);
-            std::thread::spawn(move || {
-                // Busy until the flood is over, or until the sender is held
-                // back (its count stops moving for half a second).
-                let (started, mut last, mut moved) = (Instant::now(), 0, Instant::now());
-                while sent.load(Ordering::SeqCst) < count && started.elapsed() < Duration::from_secs(60) {
-                    let now = sent.load(Ordering::SeqCst);
-                    if now != last {
-                        (last, moved) = (now, Instant::now());
-                    } else if moved.elapsed() > Duration::from_millis(500) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let handle = std::thread::spawn(move || {
+                // A hang bound, in case the go never comes.
+                let _ = wait.recv_timeout(support::TIMEOUT);
                 let mut received = 0;
                 while received < count {
                     match reader.try_recv() {
@@ -553,15 +539,51 @@ fn a_flood_slows_its_sender_instead_of_disconnecting_readers_who_pause() {
                     }
                 }
                 Ok(received)
-            })
+            });
+            (go, handle)
         })
-        .collect();
-    flood(&mut alice, "reader0", count, || {
-        sent.fetch_add(1, Ordering::SeqCst);
-    });
+        .unzip();
+    let read_now = || {
+        for go in &go {
+            let _ = go.send(());
+        }
+    };
+    // The server reads the sender as fast as it can relay (several messages
+    // a second here) unless it holds her back: a write of hers that makes
+    // no progress for a second is that hold, which the readers then end,
+    // well within the 5 s a congested reader is given.
+    flood_until_held(&mut alice, "reader0", count, Duration::from_secs(1), read_now);
+    read_now(); // the flood is over (a second go is never read)
     for handle in handles {
-        assert_eq!(handle.join().unwrap(), Ok(count));
+        assert_eq!(support::join_bounded("a reader", handle), Ok(count));
     }
+}
+
+/// Like [`flood`], calling `held` once, the first time a write makes no
+/// progress for `patience` (the server has stopped reading the sender).
+fn flood_until_held(sender: &mut TestClient, to: &str, count: usize, patience: Duration, held: impl FnOnce()) {
+    use std::io::Write;
+    let envelope = fake_envelope(to, "large".into(), MAX_CIPHERTEXT_BYTES);
+    let frame = ciphercast::shared::message::encode(&ClientMessage::Send { envelope }).unwrap();
+    let mut held = Some(held);
+    sender.stream.set_write_timeout(Some(patience)).unwrap();
+    let deadline = std::time::Instant::now() + support::TIMEOUT * 3;
+    for _ in 0..count {
+        let mut written = 0;
+        while written < frame.len() {
+            assert!(std::time::Instant::now() < deadline, "the flood did not end within {:?}", support::TIMEOUT * 3);
+            match sender.stream.write(&frame[written..]) {
+                Ok(n) => written += n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if let Some(held) = held.take() {
+                        held();
+                    }
+                }
+                Err(e) => panic!("{}: the flood failed: {e}", sender.name),
+            }
+        }
+    }
+    sender.stream.set_write_timeout(Some(support::TIMEOUT)).unwrap();
 }
 
 #[test]
@@ -576,16 +598,15 @@ fn a_classmate_too_slow_for_the_class_is_disconnected_and_the_flood_goes_on() {
     let (slowpoke, _) = TestClient::join(server.addr, "slowpoke", identity(2));
     alice.recv_until("slowpoke joined", |m| joined_name(m) == Some("slowpoke"));
     let count = 60;
-    let slowpoke = SlowReader::start(slowpoke, count);
+    let slowpoke = SlowReader::start(slowpoke, count, Duration::from_secs(2));
     let addressee = std::thread::spawn(move || {
         for i in 0..count {
             bob.recv_until(&format!("message {i}"), |m| matches!(m, ServerMessage::Sealed { .. }));
         }
     });
-    flood(&mut alice, "bob", count, || {});
+    flood(&mut alice, "bob", count);
     addressee.join().expect("bob received every message");
-    let received = slowpoke.finish();
-    assert!(received < count, "slowpoke was never disconnected ({received} messages)");
+    assert!(slowpoke.finish().is_err(), "slowpoke was never disconnected");
 }
 
 #[test]
@@ -598,11 +619,11 @@ fn a_sender_is_told_when_its_addressee_could_not_keep_up() {
     let (slowpoke, _) = TestClient::join(server.addr, "slowpoke", identity(1));
     alice.recv_until("slowpoke joined", |m| joined_name(m) == Some("slowpoke"));
     let count = 60;
-    let slowpoke = SlowReader::start(slowpoke, count);
-    flood(&mut alice, "slowpoke", count, || {});
+    let slowpoke = SlowReader::start(slowpoke, count, Duration::from_secs(2));
+    flood(&mut alice, "slowpoke", count);
     match alice.recv_until("an error about slowpoke", |m| matches!(m, ServerMessage::Error { .. })) {
         ServerMessage::Error { message } => assert!(message.contains("\"slowpoke\" cannot keep up"), "{message}"),
         other => unreachable!("{other:?}"),
     }
-    assert!(slowpoke.finish() < count, "slowpoke was never disconnected");
+    assert!(slowpoke.finish().is_err(), "slowpoke was never disconnected");
 }
