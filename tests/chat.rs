@@ -10,7 +10,7 @@ use std::time::Duration;
 use ciphercast::server::{Config, RelayMode};
 use ciphercast::shared::connection::RecvError;
 use ciphercast::shared::crypto::CryptoError;
-use ciphercast::shared::frame::FrameError;
+use ciphercast::shared::frame::{FrameError, FrameKind};
 use ciphercast::shared::limits::MAX_CIPHERTEXT_BYTES;
 use ciphercast::shared::message::{ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage};
 use support::{TestClient, TestServer, fake_envelope, identity, peer_key, wait_until};
@@ -336,6 +336,89 @@ fn a_client_that_stops_reading_is_disconnected_and_nobody_else_suffers() {
     if !bob_told {
         bob.recv_until("sleeper left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
     }
+}
+
+#[test]
+fn a_client_that_asks_without_reading_the_answers_is_disconnected_and_the_others_carry_on() {
+    // A client asks and asks and never reads what it is answered: the
+    // answers pile up behind its full socket in its outbox, and once that is
+    // over its bounds (1024 messages or 32 MiB) the server disconnects it.
+    // What it must never do is keep the client and drop answers: a client
+    // gets every answer, in order, or loses its connection.
+    let server = TestServer::with_defaults();
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
+    let (mut asker, _) = TestClient::join(server.addr, "asker", identity(0));
+    bob.recv_until("asker joined", |m| joined_name(m) == Some("asker"));
+    carol.recv_until("asker joined", |m| joined_name(m) == Some("asker"));
+    // A malformed message is answered with an error and the connection
+    // stays open; this one is large, and so is its answer, which quotes it.
+    let question = format!(r#"{{"type":"{}"}}"#, "?".repeat(4000));
+    let question = ciphercast::shared::frame::encode_frame(FrameKind::Control, question.as_bytes()).unwrap();
+    // Asked last in each round, its answer (a video list) ends the round.
+    let last = ciphercast::shared::message::encode(&ClientMessage::ListVideos).unwrap();
+    // Rounds of 1024, 2048, ... questions read only once all are asked: the
+    // socket buffers take a few megabytes, so a round soon piles up more.
+    let mut disconnected = false;
+    for round in 0..5 {
+        let questions = 1024 << round;
+        let asked = (0..questions).all(|_| asker.try_send_raw(&question).is_ok());
+        if !asked || asker.try_send_raw(&last).is_err() {
+            disconnected = true; // the server reset the connection mid-round
+            break;
+        }
+        match read_answers(&mut asker) {
+            Answers::Then(errors) => assert_eq!(
+                errors,
+                questions,
+                "the server dropped {} of {questions} answers and kept the client connected",
+                questions - errors
+            ),
+            Answers::Closed => {
+                disconnected = true;
+                break;
+            }
+        }
+    }
+    assert!(disconnected, "a client that never reads while it asks was never disconnected");
+    asker.drain_until_closed(64 << 20);
+    let left = bob.recv_until("asker left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
+    assert_eq!(left, ServerMessage::PeerLeft { name: "asker".into(), reason: LeaveReason::Disconnected });
+    // The others carry on.
+    let envelope = identity(1).seal("bob", "carol", &peer_key(identity(2)), "it went quiet").unwrap();
+    bob.send(&ClientMessage::Send { envelope });
+    let (from, envelope) = sealed(carol.recv_until("bob's message", |m| matches!(m, ServerMessage::Sealed { .. })));
+    assert_eq!(identity(2).open(&from, &peer_key(identity(1)), &envelope).unwrap(), "it went quiet");
+}
+
+/// How a round of questions was answered.
+enum Answers {
+    /// So many errors, then the video list.
+    Then(usize),
+    /// The server ended the connection first.
+    Closed,
+}
+
+/// Reads a round's answers: errors until the video list, or the end of the
+/// connection (which may cut a frame short). A read timeout fails the test:
+/// the answers stopped and the connection stayed open.
+fn read_answers(client: &mut TestClient) -> Answers {
+    let mut errors = 0;
+    for _ in 0..1_000_000 {
+        match client.try_recv() {
+            Ok(ServerMessage::Error { .. }) => errors += 1,
+            Ok(ServerMessage::VideoList { .. }) => return Answers::Then(errors),
+            Ok(_) => {}
+            Err(RecvError::Frame(FrameError::Closed)) => return Answers::Closed,
+            Err(RecvError::Frame(FrameError::Io(e)))
+                if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) =>
+            {
+                return Answers::Closed;
+            }
+            Err(e) => panic!("{}: after {errors} answers the next did not come: {e}", client.name),
+        }
+    }
+    panic!("{}: no end to the answers", client.name);
 }
 
 #[test]
