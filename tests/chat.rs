@@ -213,6 +213,58 @@ fn a_four_gigabyte_header_is_refused_while_the_server_keeps_serving() {
 }
 
 #[test]
+fn a_hello_over_64_kib_is_refused_and_one_at_the_limit_is_read() {
+    let server = TestServer::with_defaults();
+    let limit = ciphercast::shared::limits::MAX_HELLO_FRAME_LEN;
+    assert_eq!(limit, 64 * 1024);
+    // At the limit: a hello padded with JSON white space to exactly 64 KiB
+    // (the kind byte and the payload) is read whole and answered.
+    let hello = ciphercast::shared::message::encode(&support::hello("padded", identity(0).public_pem())).unwrap();
+    let mut hello = hello[5..].to_vec(); // the JSON, without its frame header
+    hello.resize(limit as usize - 1, b' ');
+    let frame = ciphercast::shared::frame::encode_frame(FrameKind::Control, &hello).unwrap();
+    assert_eq!(frame[..4], limit.to_be_bytes());
+    let mut padded = TestClient::connect(server.addr);
+    padded.send_raw(&frame);
+    assert!(matches!(padded.recv(), ServerMessage::Welcome { .. }), "a hello of exactly 64 KiB was not read");
+
+    // One byte more: refused on its header alone, and closed.
+    let mut stranger = TestClient::connect(server.addr);
+    stranger.send_raw(&(limit + 1).to_be_bytes());
+    match stranger.recv() {
+        ServerMessage::Refused { code: RefusalCode::Protocol, reason } => {
+            assert!(reason.contains(&(limit + 1).to_string()), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(stranger.recv_until_closed().is_empty());
+}
+
+#[test]
+fn a_full_server_refuses_a_join_and_admits_one_when_a_place_frees() {
+    // --max-clients 2: the third hello is refused by the registry (the
+    // acceptor lets max_clients + 64 connections in, so three get past it).
+    let server = TestServer::start(Config { max_clients: 2, ..Config::default() });
+    let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (mut carol, reply) = TestClient::hello(server.addr, "carol", identity(2).public_pem());
+    match reply {
+        ServerMessage::Refused { code: RefusalCode::ServerFull, reason } => {
+            assert!(reason.contains("2 clients"), "{reason}")
+        }
+        other => panic!("carol was not refused: {other:?}"),
+    }
+    assert!(carol.recv_until_closed().is_empty());
+    // Once bob has gone (alice hears it, so the registry has let him go),
+    // the next newcomer takes his place.
+    bob.send(&ClientMessage::Quit);
+    assert!(bob.recv_until_closed().contains(&ServerMessage::Goodbye));
+    alice.recv_until("bob left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
+    let (_carol, peers) = TestClient::join(server.addr, "carol", identity(2));
+    assert_eq!(peers, ["alice"]);
+}
+
+#[test]
 fn malformed_messages_get_an_error_and_the_connection_survives() {
     let server = TestServer::with_defaults();
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));

@@ -191,6 +191,33 @@ fn a_second_play_while_one_runs_is_refused_but_one_after_the_end_is_not() {
     assert_eq!(play(&mut viewer, "Video_1", Pace::None).end.0, EndReason::Finished);
 }
 
+#[test]
+fn shutdown_during_a_stream_tells_the_viewer_and_returns() {
+    let mut server = server_with(clips(20));
+    let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+    let (mut chatter, _) = TestClient::join(server.addr, "chatter", identity(1));
+    let mut pending = TestClient::connect(server.addr); // connected, never joins
+    viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native });
+    next_video_frame(&mut viewer);
+    // The viewer reads on, in its own thread, until its connection ends.
+    let watching = std::thread::spawn(move || viewer.frames_until_closed(10_000));
+    server.stop(); // panics if the server does not return in time
+    let (frames, end) = support::join_bounded("the viewer", watching);
+    let controls: Vec<ServerMessage> = frames
+        .iter()
+        .filter(|f| f.kind == FrameKind::Control)
+        .map(|f| ciphercast::shared::message::decode(f).expect("control message"))
+        .collect();
+    assert!(controls.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })), "{controls:?}");
+    assert!(frames.len() < 200, "the stream played to its end before the server stopped");
+    assert!(matches!(end, support::End::Closed), "the viewer's connection ended with {end:?}");
+    let rest = chatter.recv_until_closed();
+    assert!(rest.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })), "{rest:?}");
+    // A connection that never joined is closed, with at most a refusal.
+    let rest = pending.recv_until_closed();
+    assert!(rest.iter().all(|m| matches!(m, ServerMessage::Refused { .. })), "{rest:?}");
+}
+
 /// Threads of a process, from /proc.
 fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
