@@ -455,8 +455,15 @@ enum Answers {
 /// connection (which may cut a frame short). A read timeout fails the test:
 /// the answers stopped and the connection stayed open.
 fn read_answers(client: &mut TestClient) -> Answers {
+    let deadline = std::time::Instant::now() + support::TIMEOUT;
     let mut errors = 0;
     for _ in 0..1_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: answers still coming after {:?}",
+            client.name,
+            support::TIMEOUT
+        );
         match client.try_recv() {
             Ok(ServerMessage::Error { .. }) => errors += 1,
             Ok(ServerMessage::VideoList { .. }) => return Answers::Then(errors),
@@ -659,14 +666,15 @@ struct Seen {
 
 impl SlowReader {
     /// Reads until `count` sealed messages have come or the connection ends
-    /// (at most 100 000 messages).
+    /// (at most 100 000 messages, and three times the hang bound).
     fn start(mut client: TestClient, count: usize, pause: Duration) -> SlowReader {
         let hurry = Arc::new(AtomicBool::new(false));
         let hurried = Arc::clone(&hurry);
         let thread = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + support::TIMEOUT * 3;
             let mut seen = Seen { sealed: 0, others: Vec::new(), ended: None };
             for _ in 0..100_000 {
-                if seen.sealed == count {
+                if seen.sealed == count || std::time::Instant::now() > deadline {
                     break;
                 }
                 match client.try_recv() {

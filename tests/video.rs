@@ -281,21 +281,20 @@ fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
     server.child.kill().unwrap();
 }
 
+/// The client binary as "viewer", with `--display none` and `extra` options.
+fn headless_viewer(server: &TestServer, extra: &[&str]) -> Process {
+    let address = server.addr.to_string();
+    let mut args = vec!["client", "--server", &address, "--name", "viewer", "--display", "none"];
+    args.extend_from_slice(extra);
+    Process::start(&args)
+}
+
 #[test]
 fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
     let videos = clips(20);
     let server = server_with(videos);
     // --trace: a line on stderr for each frame the viewer receives.
-    let mut viewer = Process::start(&[
-        "client",
-        "--server",
-        &server.addr.to_string(),
-        "--name",
-        "viewer",
-        "--display",
-        "none",
-        "--trace",
-    ]);
+    let mut viewer = headless_viewer(&server, &["--trace"]);
     viewer.wait_for(Stream::Out, "online: nobody else yet");
     viewer.type_text("2\n");
     viewer.wait_for(Stream::Out, "  2. Video_2 (24p, 48p, 96p)");
@@ -329,17 +328,7 @@ fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
 #[test]
 fn the_client_binary_plays_a_video_headless_and_prints_the_summary() {
     let server = server_with(clips(2));
-    let mut viewer = Process::start(&[
-        "client",
-        "--server",
-        &server.addr.to_string(),
-        "--name",
-        "viewer",
-        "--display",
-        "none",
-        "--pace",
-        "none",
-    ]);
+    let mut viewer = headless_viewer(&server, &["--pace", "none"]);
     viewer.type_text("2\n1\n");
     let line = viewer.wait_for(Stream::Out, "summary:");
     let summary = Summary::parse(&line);
@@ -476,7 +465,9 @@ fn next_video_frame(client: &mut TestClient) -> ciphercast::shared::frame::Frame
 /// Reads until `stream` ends; its reason and frame count, or `None` if the
 /// server closed the connection first.
 fn stream_end(client: &mut TestClient, stream: u32) -> Option<(EndReason, u32)> {
+    let deadline = Instant::now() + support::TIMEOUT;
     for _ in 0..100_000 {
+        assert!(Instant::now() < deadline, "{}: stream {stream} still going after {:?}", client.name, support::TIMEOUT);
         let frame = match client.try_read_frame() {
             Ok(frame) => frame,
             Err(FrameError::Closed) => return None,
