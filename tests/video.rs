@@ -6,13 +6,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ciphercast::server::Config;
-use ciphercast::shared::frame::FrameKind;
+use ciphercast::shared::frame::{FrameError, FrameKind};
 use ciphercast::shared::message::{ClientMessage, ServerMessage, VideoInfo};
 use ciphercast::shared::video::{EndReason, FrameHeader, Pace, PlanPart};
 use opencv::core::Vector;
 use opencv::imgcodecs::{IMREAD_COLOR, imdecode};
 use opencv::prelude::*;
-use support::{Process, Stream, TestClient, TestServer, clips, clips_at, identity};
+use support::{Process, Stream, TestClient, TestServer, clips, clips_at, identity, peer_key};
 
 fn server_with(videos: std::path::PathBuf) -> TestServer {
     TestServer::start(Config { videos, ..Config::default() })
@@ -22,6 +22,8 @@ fn server_with(videos: std::path::PathBuf) -> TestServer {
 struct Received {
     start: Option<(u32, u32, Vec<PlanPart>)>,
     frames: Vec<(FrameHeader, i32)>,
+    /// Other control messages that came during the playback, in order.
+    others: Vec<ServerMessage>,
     end: (EndReason, u32, Option<String>),
     elapsed: Duration,
 }
@@ -30,8 +32,13 @@ struct Received {
 fn play(client: &mut TestClient, video: &str, pace: Pace) -> Received {
     client.send(&ClientMessage::Play { video: video.into(), pace });
     let started = Instant::now();
-    let mut received =
-        Received { start: None, frames: Vec::new(), end: (EndReason::Error, 0, None), elapsed: Duration::ZERO };
+    let mut received = Received {
+        start: None,
+        frames: Vec::new(),
+        others: Vec::new(),
+        end: (EndReason::Error, 0, None),
+        elapsed: Duration::ZERO,
+    };
     for _ in 0..10_000 {
         let frame = client.read_frame();
         if frame.kind == FrameKind::Video {
@@ -47,7 +54,7 @@ fn play(client: &mut TestClient, video: &str, pace: Pace) -> Received {
                 received.elapsed = started.elapsed();
                 return received;
             }
-            _ => {}
+            other => received.others.push(other),
         }
     }
     panic!("no stream end");
@@ -184,6 +191,33 @@ fn a_second_play_while_one_runs_is_refused_but_one_after_the_end_is_not() {
     assert_eq!(play(&mut viewer, "Video_1", Pace::None).end.0, EndReason::Finished);
 }
 
+#[test]
+fn shutdown_during_a_stream_tells_the_viewer_and_returns() {
+    let mut server = server_with(clips(20));
+    let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+    let (mut chatter, _) = TestClient::join(server.addr, "chatter", identity(1));
+    let mut pending = TestClient::connect(server.addr); // connected, never joins
+    viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native });
+    next_video_frame(&mut viewer);
+    // The viewer reads on, in its own thread, until its connection ends.
+    let watching = std::thread::spawn(move || viewer.frames_until_closed(10_000));
+    server.stop(); // panics if the server does not return in time
+    let (frames, end) = support::join_bounded("the viewer", watching);
+    let controls: Vec<ServerMessage> = frames
+        .iter()
+        .filter(|f| f.kind == FrameKind::Control)
+        .map(|f| ciphercast::shared::message::decode(f).expect("control message"))
+        .collect();
+    assert!(controls.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })), "{controls:?}");
+    assert!(frames.len() < 200, "the stream played to its end before the server stopped");
+    assert!(matches!(end, support::End::Closed), "the viewer's connection ended with {end:?}");
+    let rest = chatter.recv_until_closed();
+    assert!(rest.iter().any(|m| matches!(m, ServerMessage::ServerClosing { .. })), "{rest:?}");
+    // A connection that never joined is closed, with at most a refusal.
+    let rest = pending.recv_until_closed();
+    assert!(rest.iter().all(|m| matches!(m, ServerMessage::Refused { .. })), "{rest:?}");
+}
+
 /// Threads of a process, from /proc.
 fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
@@ -247,18 +281,26 @@ fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
     server.child.kill().unwrap();
 }
 
+/// The client binary as "viewer", with `--display none` and `extra` options.
+fn headless_viewer(server: &TestServer, extra: &[&str]) -> Process {
+    let address = server.addr.to_string();
+    let mut args = vec!["client", "--server", &address, "--name", "viewer", "--display", "none"];
+    args.extend_from_slice(extra);
+    Process::start(&args)
+}
+
 #[test]
 fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
     let videos = clips(20);
     let server = server_with(videos);
-    let mut viewer =
-        Process::start(&["client", "--server", &server.addr.to_string(), "--name", "viewer", "--display", "none"]);
+    // --trace: a line on stderr for each frame the viewer receives.
+    let mut viewer = headless_viewer(&server, &["--trace"]);
     viewer.wait_for(Stream::Out, "online: nobody else yet");
     viewer.type_text("2\n");
     viewer.wait_for(Stream::Out, "  2. Video_2 (24p, 48p, 96p)");
     viewer.type_text("Video_2\n");
-    // The stream starts at once; dave joins and writes while it plays.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the first picture has arrived, dave joins and writes while it plays.
+    viewer.wait_for(Stream::Err, " stream=1 seq=0 ");
     let (mut dave, welcome) = TestClient::hello(server.addr, "dave", identity(3).public_pem());
     let ServerMessage::Welcome { peers, .. } = welcome else { panic!("dave was not welcomed: {welcome:?}") };
     let viewer_pem = &peers.iter().find(|p| &*p.name == "viewer").expect("viewer online").public_key;
@@ -271,12 +313,10 @@ fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
     // Ctrl-C during playback stops the playback only.
     let pid = viewer.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    let summary = viewer.wait_for(Stream::Out, "summary: video=Video_2 frames=");
-    let counts = summary.split("frames=").nth(1).unwrap().split_whitespace().next().unwrap();
-    let (received, announced) = counts.split_once('/').unwrap();
-    assert_eq!(announced, "200");
-    let received: u32 = received.parse().unwrap();
-    assert!(received > 0 && received < 200, "{summary}");
+    let line = viewer.wait_for(Stream::Out, "summary: video=Video_2 ");
+    let summary = Summary::parse(&line);
+    assert_eq!(summary.total, 200, "{line}");
+    assert!(summary.received > 0 && summary.received < 200, "{line}");
     let position = |text: &str| viewer.stdout.iter().position(|l| l.contains(text)).unwrap();
     assert!(position("[dave] popcorn?") < position("summary:"));
     assert!(position("dave joined") < position("summary:"));
@@ -288,24 +328,65 @@ fn chat_and_joins_reach_a_viewer_mid_stream_before_its_summary() {
 #[test]
 fn the_client_binary_plays_a_video_headless_and_prints_the_summary() {
     let server = server_with(clips(2));
-    let mut viewer = Process::start(&[
-        "client",
-        "--server",
-        &server.addr.to_string(),
-        "--name",
-        "viewer",
-        "--display",
-        "none",
-        "--pace",
-        "none",
-    ]);
+    let mut viewer = headless_viewer(&server, &["--pace", "none"]);
     viewer.type_text("2\n1\n");
-    let summary = viewer.wait_for(Stream::Out, "summary:");
-    assert!(summary.starts_with("summary: video=Video_1 frames=20/20 resolutions=24p,48p,96p fps="), "{summary}");
-    assert!(summary.ends_with(" late=0") || summary.contains(" late="), "{summary}");
-    let bytes: u64 = summary.split("bytes=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    assert!(bytes > 20 * 100, "{summary}");
+    let line = viewer.wait_for(Stream::Out, "summary:");
+    let summary = Summary::parse(&line);
+    assert_eq!(
+        (summary.video.as_str(), summary.received, summary.total, summary.resolutions.as_str()),
+        ("Video_1", 20, 20, "24p,48p,96p"),
+        "{line}"
+    );
+    // Every frame was measured: a rate, bytes, and a late count that the
+    // first frame cannot be part of (it sets the clock the others are held to).
+    assert!(summary.fps > 0.0, "{line}");
+    assert!(summary.bytes > 20 * 100, "{line}");
+    assert!(summary.late < summary.received, "{line}");
     assert_eq!(viewer.finish(), 0);
+}
+
+/// The summary line a playback ends with, every field parsed (INTERFACE.md):
+/// `summary: video=V frames=R/T resolutions=L fps=F bytes=B late=N`, then
+/// only the optional ` dropped=N` and ` last=RES`.
+struct Summary {
+    video: String,
+    received: u32,
+    total: u32,
+    resolutions: String,
+    fps: f64,
+    bytes: u64,
+    late: u32,
+}
+
+impl Summary {
+    fn parse(line: &str) -> Summary {
+        let fields = line.strip_prefix("summary: ").unwrap_or_else(|| panic!("not a summary line: {line:?}"));
+        let fields: Vec<(&str, &str)> = fields
+            .split(' ')
+            .map(|field| field.split_once('=').unwrap_or_else(|| panic!("{field:?} is not key=value in {line:?}")))
+            .collect();
+        let keys: Vec<&str> = fields.iter().map(|(key, _)| *key).collect();
+        let fixed = ["video", "frames", "resolutions", "fps", "bytes", "late"];
+        assert_eq!(keys[..keys.len().min(6)], fixed, "fields of {line:?}");
+        assert!(keys[6..].iter().all(|key| ["dropped", "last"].contains(key)), "unknown fields in {line:?}");
+        let value = |key: &str| fields.iter().find(|(k, _)| *k == key).unwrap().1;
+        let number = |key: &str| value(key).parse::<u64>().unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"));
+        let (received, total) = value("frames").split_once('/').unwrap_or_else(|| panic!("frames in {line:?}"));
+        let fps = value("fps");
+        assert!(fps.split_once('.').is_some_and(|(_, decimals)| decimals.len() == 1), "fps {fps:?} in {line:?}");
+        if keys.contains(&"dropped") {
+            number("dropped");
+        }
+        Summary {
+            video: value("video").to_string(),
+            received: received.parse().unwrap_or_else(|e| panic!("frames in {line:?}: {e}")),
+            total: total.parse().unwrap_or_else(|e| panic!("frames in {line:?}: {e}")),
+            resolutions: value("resolutions").to_string(),
+            fps: fps.parse().unwrap_or_else(|e| panic!("fps in {line:?}: {e}")),
+            bytes: number("bytes"),
+            late: u32::try_from(number("late")).unwrap(),
+        }
+    }
 }
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
@@ -317,18 +398,89 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_viewer_that_stops_reading_slows_nobody_else() {
-    // 240p frames: 200 of them are several megabytes, more than the socket
-    // buffers hold, so the stalled viewer's streaming thread really waits.
-    let server = server_with(clips_at(20, &[240]));
+    // 720p frames at quality 95: 200 of them are about 8 MB, twice what the
+    // socket buffers between a server and a viewer that reads nothing hold
+    // (checked below: the stalled stream must still be unfinished at the end).
+    let videos = clips_at(20, &[720]);
+    let server = TestServer::start(Config { videos, jpeg_quality: 95, ..Config::default() });
     let (mut stalled, _) = TestClient::join(server.addr, "stalled", identity(0));
-    let (mut other, _) = TestClient::join(server.addr, "other", identity(1));
-    // The stalled viewer asks for a long video and then reads nothing more:
-    // its socket buffers and its video queue fill, its streaming thread waits.
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
+    let (mut dave, _) = TestClient::join(server.addr, "dave", identity(3));
+    // The stalled viewer asks for a video, takes its start and first
+    // picture, and then reads nothing more: its socket buffers and its
+    // video queue fill, and its streaming thread waits.
     stalled.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::None });
-    // Meanwhile another viewer plays a whole video and chat keeps flowing.
-    let got = play(&mut other, "Video_2", Pace::None);
+    let stream = match stalled.recv_until("a stream start", |m| !matches!(m, ServerMessage::PeerJoined { .. })) {
+        ServerMessage::StreamStart { stream, .. } => stream,
+        other => panic!("expected a stream start, got {other:?}"),
+    };
+    // (Announcements of the others may still come first: they are batched.)
+    next_video_frame(&mut stalled);
+
+    // Meanwhile chat flows: bob's message reaches carol...
+    let envelope = identity(1).seal("bob", "carol", &peer_key(identity(2)), "still flowing").unwrap();
+    bob.send(&ClientMessage::Send { envelope });
+    let ServerMessage::Sealed { from, envelope } =
+        carol.recv_until("bob's message", |m| matches!(m, ServerMessage::Sealed { .. }))
+    else {
+        unreachable!()
+    };
+    assert_eq!(identity(2).open(&from, &peer_key(identity(1)), &envelope).unwrap(), "still flowing");
+    // ...and another viewer watches the same video to the end, every frame,
+    // without waiting for the stalled one to be cut off: had its stream
+    // waited for the stalled one, the stalled one would have been
+    // disconnected (a write that makes no progress for 10 s ends a
+    // connection) and dave told so before his stream could end.
+    let got = play(&mut dave, "Video_1", Pace::None);
     assert_eq!(got.end, (EndReason::Finished, 200, None));
     assert_eq!(got.frames.len(), 200);
-    let (_late, _) = TestClient::join(server.addr, "late", identity(2));
-    drop(stalled);
+    let stalled_left = |m: &ServerMessage| matches!(m, ServerMessage::PeerLeft { name, .. } if name == "stalled");
+    assert!(
+        !got.others.iter().any(stalled_left),
+        "dave's stream ended only after the stalled viewer was disconnected for not reading"
+    );
+
+    // All that while the stalled viewer read nothing, and its stream was
+    // held up, not finished: stopped now, it ends short of its last frame.
+    stalled.send(&ClientMessage::Stop { stream });
+    match stream_end(&mut stalled, stream) {
+        Some((EndReason::Stopped, sent)) => assert!(sent < 200, "stopped after all {sent} frames"),
+        Some(other) => panic!("the stalled viewer's stream was never held up: it ended {other:?}"),
+        None => panic!("the stalled viewer was disconnected before the others were done"),
+    }
+}
+
+/// Reads until the next video frame (at most 100 control messages before it).
+fn next_video_frame(client: &mut TestClient) -> ciphercast::shared::frame::Frame {
+    for _ in 0..100 {
+        let frame = client.read_frame();
+        if frame.kind == FrameKind::Video {
+            return frame;
+        }
+    }
+    panic!("{}: no video frame", client.name);
+}
+
+/// Reads until `stream` ends; its reason and frame count, or `None` if the
+/// server closed the connection first.
+fn stream_end(client: &mut TestClient, stream: u32) -> Option<(EndReason, u32)> {
+    let deadline = Instant::now() + support::TIMEOUT;
+    for _ in 0..100_000 {
+        assert!(Instant::now() < deadline, "{}: stream {stream} still going after {:?}", client.name, support::TIMEOUT);
+        let frame = match client.try_read_frame() {
+            Ok(frame) => frame,
+            Err(FrameError::Closed) => return None,
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("{}: expected the end of stream {stream}, got {e}", client.name),
+        };
+        if frame.kind == FrameKind::Control
+            && let ServerMessage::StreamEnd { stream: ended, reason, frames, .. } =
+                ciphercast::shared::message::decode(&frame).expect("control message")
+            && ended == stream
+        {
+            return Some((reason, frames));
+        }
+    }
+    panic!("{}: stream {stream} did not end", client.name);
 }

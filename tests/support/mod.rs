@@ -4,7 +4,7 @@
 //! per test binary).
 #![allow(dead_code)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -12,10 +12,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ciphercast::server::{self, Config, Shutdown};
-use ciphercast::shared::connection::{FrameReader, FrameWriter, RecvError};
+use ciphercast::shared::connection::{FrameWriter, RecvError};
 use ciphercast::shared::crypto::{Identity, PeerKey};
+use ciphercast::shared::frame::{Frame, FrameError, read_frame};
 use ciphercast::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
-use ciphercast::shared::message::{ClientMessage, ServerMessage};
+use ciphercast::shared::message::{ClientMessage, ServerMessage, decode};
 
 /// Every test socket gives up after this long instead of hanging.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -55,14 +56,8 @@ impl TestServer {
             return;
         };
         self.shutdown.trigger();
-        let (done_tx, done_rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = done_tx.send(thread.join());
-        });
-        match done_rx.recv_timeout(TIMEOUT) {
-            Ok(Ok(Ok(()))) => {}
-            Ok(other) => panic!("server ended badly: {other:?}"),
-            Err(_) => panic!("server did not stop within {TIMEOUT:?}"),
+        if let Err(e) = join_bounded("the server", thread) {
+            panic!("server ended badly: {e}");
         }
     }
 }
@@ -106,13 +101,26 @@ impl Write for Recorder {
 }
 
 /// A client speaking the raw protocol, recording what it sends and receives.
+///
+/// It keeps its own read buffer (rather than a `FrameReader`'s hidden
+/// one), so that [`TestClient::has_pending`] can see bytes already read from
+/// the socket but not yet taken as a message.
 pub struct TestClient {
     pub name: String,
     pub stream: TcpStream,
-    reader: FrameReader<Recorder>,
+    reader: BufReader<Recorder>,
     writer: FrameWriter<Recorder>,
     pub sent: Log,
     pub received: Log,
+}
+
+/// How a connection ended, as its reader saw it.
+#[derive(Debug)]
+pub enum End {
+    /// A clean end of stream (`read` returned 0) on a frame boundary.
+    Closed,
+    /// The server reset the connection (it closed with bytes unread).
+    Reset(io::Error),
 }
 
 impl TestClient {
@@ -122,23 +130,19 @@ impl TestClient {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         let (sent, received) = (Log::default(), Log::default());
-        let reader = FrameReader::new(
+        let reader = BufReader::with_capacity(
+            64 * 1024,
             Recorder { stream: stream.try_clone().unwrap(), log: Arc::clone(&received) },
-            MAX_FRAME_LEN,
         );
         let writer = FrameWriter::new(Recorder { stream: stream.try_clone().unwrap(), log: Arc::clone(&sent) });
-        TestClient { name: String::new(), stream, reader, writer, sent, received }
+        TestClient { name: "(not joined)".into(), stream, reader, writer, sent, received }
     }
 
     /// Connects and says hello with `key`'s public half; returns the first reply.
     pub fn hello(addr: SocketAddr, name: &str, public_key: &str) -> (TestClient, ServerMessage) {
         let mut client = TestClient::connect(addr);
         client.name = name.to_string();
-        client.send(&ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            name: name.into(),
-            public_key: public_key.into(),
-        });
+        client.send(&hello(name, public_key));
         let reply = client.recv();
         (client, reply)
     }
@@ -162,17 +166,28 @@ impl TestClient {
         self.writer.flush().expect("flush");
     }
 
+    /// Writes bytes straight to the socket, returning the error instead of
+    /// panicking: for clients the server may already have cut off.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The next frame, or the error that ended the stream.
+    pub fn try_read_frame(&mut self) -> Result<Frame, FrameError> {
+        read_frame(&mut self.reader, MAX_FRAME_LEN)
+    }
+
     /// The next control message; panics on timeout or close.
     pub fn recv(&mut self) -> ServerMessage {
-        match self.reader.recv::<ServerMessage>() {
+        match self.try_recv() {
             Ok(message) => message,
             Err(e) => panic!("{}: expected a message, got {e}", self.name),
         }
     }
 
     /// The next frame of any kind; panics on timeout or close.
-    pub fn read_frame(&mut self) -> ciphercast::shared::frame::Frame {
-        match self.reader.read_frame() {
+    pub fn read_frame(&mut self) -> Frame {
+        match self.try_read_frame() {
             Ok(frame) => frame,
             Err(e) => panic!("{}: expected a frame, got {e}", self.name),
         }
@@ -180,7 +195,25 @@ impl TestClient {
 
     /// The next control message, or the error that ended the stream.
     pub fn try_recv(&mut self) -> Result<ServerMessage, RecvError> {
-        self.reader.recv::<ServerMessage>()
+        let frame = self.try_read_frame()?;
+        Ok(decode::<ServerMessage>(&frame)?)
+    }
+
+    /// Whether a message (or the end of the stream) is waiting, without
+    /// blocking: bytes already in this client's buffer count, and so do
+    /// bytes waiting in the socket.
+    pub fn has_pending(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        self.stream.set_nonblocking(true).expect("set nonblocking");
+        let peeked = self.stream.peek(&mut [0u8; 1]);
+        self.stream.set_nonblocking(false).expect("set blocking");
+        match peeked {
+            Ok(_) => true, // a byte, or the end of the stream
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => true, // a reset: the next read reports it
+        }
     }
 
     /// Reads until a message satisfies `wanted` (at most 1000 messages).
@@ -196,16 +229,102 @@ impl TestClient {
         panic!("{}: no {what} within 1000 messages", self.name);
     }
 
-    /// Reads until the server closes the connection; returns the messages before it.
-    pub fn recv_until_closed(&mut self) -> Vec<ServerMessage> {
-        let mut messages = Vec::new();
-        for _ in 0..1000 {
-            match self.reader.recv::<ServerMessage>() {
-                Ok(message) => messages.push(message),
-                Err(_) => return messages,
+    /// Reads frames until the server ends the connection — a real end of
+    /// stream or a reset, never a read timeout: a connection that stays open
+    /// and silent fails the test. At most `max_frames` frames and
+    /// [`TIMEOUT`] in all; returns the frames and how the stream ended.
+    pub fn frames_until_closed(&mut self, max_frames: usize) -> (Vec<Frame>, End) {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut frames = Vec::new();
+        while frames.len() < max_frames {
+            assert!(Instant::now() < deadline, "{}: connection still open after {TIMEOUT:?}", self.name);
+            match self.try_read_frame() {
+                Ok(frame) => frames.push(frame),
+                Err(FrameError::Closed) => return (frames, End::Closed),
+                Err(FrameError::Io(e)) if is_reset(&e) => return (frames, End::Reset(e)),
+                Err(FrameError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    panic!(
+                        "{}: the server did not close the connection: nothing for {TIMEOUT:?} after {} frame(s) \
+                         (read timed out)",
+                        self.name,
+                        frames.len()
+                    )
+                }
+                Err(e) => panic!("{}: the connection broke instead of closing: {e}", self.name),
             }
         }
-        panic!("{}: connection not closed after 1000 messages", self.name);
+        panic!("{}: connection not closed after {max_frames} frames", self.name);
+    }
+
+    /// Reads until the server ends the connection (see
+    /// [`frames_until_closed`](Self::frames_until_closed)); returns the
+    /// control messages before the end. Panics on anything else.
+    pub fn recv_until_closed(&mut self) -> Vec<ServerMessage> {
+        let (frames, _) = self.frames_until_closed(1000);
+        let messages = frames.iter().map(decode::<ServerMessage>).collect::<Result<Vec<_>, _>>();
+        messages.unwrap_or_else(|e| panic!("{}: not a control message before the close: {e}", self.name))
+    }
+
+    /// Reads and discards everything until the server ends the connection —
+    /// cleanly, by a reset, or in the middle of a frame (a client cut off
+    /// for not reading may lose the end of what was being written to it) —
+    /// never a read timeout. At most `max_bytes`; returns the bytes read.
+    pub fn drain_until_closed(&mut self, max_bytes: usize) -> usize {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        while total < max_bytes {
+            assert!(Instant::now() < deadline, "{}: connection still open after {TIMEOUT:?}", self.name);
+            match self.reader.read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if is_reset(&e) => return total,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    panic!(
+                        "{}: the server did not close the connection: nothing for {TIMEOUT:?} after {total} bytes \
+                         (read timed out)",
+                        self.name
+                    )
+                }
+                Err(e) => panic!("{}: read failed: {e}", self.name),
+            }
+        }
+        panic!("{}: connection not closed after {max_bytes} bytes", self.name);
+    }
+}
+
+/// Whether a read error means the peer reset the connection.
+fn is_reset(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe)
+}
+
+/// A hello for `name` with `public_key`.
+pub fn hello(name: &str, public_key: &str) -> ClientMessage {
+    ClientMessage::Hello { version: PROTOCOL_VERSION, name: name.into(), public_key: public_key.into() }
+}
+
+/// Waits for a condition that no message announces (a socket closed, a
+/// place freed), checking every 20 ms. [`TIMEOUT`] is a hang bound, not a
+/// speed check: only a bug makes the wait reach it.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Joins a thread the test started, failing the test (instead of hanging
+/// it) if the thread has not ended within [`TIMEOUT`].
+pub fn join_bounded<T: Send + 'static>(what: &str, thread: JoinHandle<T>) -> T {
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done_tx.send(thread.join());
+    });
+    match done_rx.recv_timeout(TIMEOUT) {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what} did not end within {TIMEOUT:?}"),
     }
 }
 
