@@ -491,8 +491,6 @@ fn shutdown_tells_every_client_and_returns() {
 }
 
 #[test]
-#[ignore = "server bug: shutdown waits for as long as a client keeps sending (Live::close_all shuts sockets \
-            for reading only, and Linux still delivers what a peer sends after SHUT_RD)"]
 fn shutdown_during_a_flood_returns_and_tells_everyone() {
     // One client sends the largest sealed messages as fast as it can to a
     // classmate who reads one every two seconds, so the server is holding
