@@ -123,6 +123,9 @@ struct Shared {
     /// Set when the writer ends or the client is disconnected: what is left
     /// will never be written, and nobody need wait for it.
     gone: AtomicBool,
+    /// Set when the server is shutting down: nothing more is relayed to
+    /// this client, and nobody waits for its room.
+    shut: AtomicBool,
     /// Whether `congestion` holds a time: read without its lock on every
     /// push and every write, changed only with it held.
     congested: AtomicBool,
@@ -163,6 +166,7 @@ impl Outbox {
             bytes: AtomicUsize::new(0),
             items: AtomicUsize::new(0),
             gone: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
             congested: AtomicBool::new(false),
             congestion: Mutex::default(),
             room: Condvar::new(),
@@ -229,7 +233,7 @@ impl Outbox {
     /// When this outbox's current congestion began, if it is congested.
     pub(crate) fn congestion(&self) -> Option<Instant> {
         let shared = &*self.0.shared;
-        if shared.congested() { lock(&shared.congestion).since } else { None }
+        if shared.congested() && !self.is_shut() { lock(&shared.congestion).since } else { None }
     }
 
     /// Whether nothing queued will be written any more (the client was
@@ -238,13 +242,28 @@ impl Outbox {
         self.0.shared.gone.load(Ordering::SeqCst)
     }
 
+    /// The server is going away: senders waiting for this client's room go
+    /// on at once, and relay nothing more to it (its writer still sends what
+    /// is queued, the server's goodbye last).
+    pub(crate) fn shut(&self) {
+        let shared = &*self.0.shared;
+        let _congestion = lock(&shared.congestion);
+        shared.shut.store(true, Ordering::SeqCst);
+        shared.room.notify_all();
+    }
+
+    /// Whether [`shut`](Outbox::shut) was called.
+    pub(crate) fn is_shut(&self) -> bool {
+        self.0.shared.shut.load(Ordering::SeqCst)
+    }
+
     /// Waits until the congestion ends (the writer has brought the outbox
     /// down to a quarter full, or has ended), or `deadline` passes.
     pub(crate) fn wait_for_room(&self, deadline: Instant) {
         let shared = &*self.0.shared;
         let mut congestion = lock(&shared.congestion);
         congestion.waiting += 1;
-        while congestion.since.is_some() {
+        while congestion.since.is_some() && !self.is_shut() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
             congestion = match shared.room.wait_timeout(congestion, left) {
                 Ok((guard, _)) => guard,

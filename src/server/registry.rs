@@ -195,7 +195,7 @@ impl Registry {
         }
         let (mut delivered, mut overflowed) = (0, Vec::new());
         for (i, outbox) in recipients.iter().enumerate() {
-            if outbox.gone() {
+            if outbox.gone() || outbox.is_shut() {
                 continue;
             }
             let copy = if i == 0 { Outgoing::now(&frame) } else { Outgoing::deferrable(&frame) };
@@ -209,7 +209,8 @@ impl Registry {
     }
 
     /// Tells every client the server is going away and empties the registry;
-    /// later joins are refused.
+    /// later joins are refused, and relays waiting for a client's room go
+    /// on without delivering.
     pub(crate) fn close_all(&self, reason: &str) {
         let message = ServerMessage::ServerClosing { reason: reason.into() };
         let members = {
@@ -219,6 +220,7 @@ impl Registry {
         };
         for member in members.values() {
             let _ = member.outbox.send(&message);
+            member.outbox.shut();
         }
     }
 }
