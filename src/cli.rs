@@ -1,5 +1,5 @@
-//! The command line: `ciphercast server | client`, parsed with clap's derive
-//! API. The doc comments below are the `--help` text.
+//! The command line: `ciphercast server | client | videos | bench`, parsed
+//! with clap's derive API on the main thread. The doc comments below are the `--help` text.
 
 use std::path::PathBuf;
 

@@ -23,8 +23,8 @@ use ciphercast::shared::crypto::{Identity, PeerKey};
 use ciphercast::shared::message::{ClientMessage, Envelope};
 use ciphercast::shared::video::Pace;
 
-use super::Plan;
 use super::clients::{Member, Report, Tally, await_complete, join_many};
+use super::plan::Plan;
 use super::report::{median, ms, percentile};
 use super::server_process::ServerProcess;
 

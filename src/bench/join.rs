@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use ciphercast::shared::crypto::Identity;
 
-use super::Plan;
 use super::clients::{Member, Tally, await_complete, join_many};
+use super::plan::Plan;
 use super::server_process::{ServerProcess, cpu_ms, rss_kib};
 
 /// Joins `plan.join_clients` clients; returns the `join` and `server`

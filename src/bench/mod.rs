@@ -25,6 +25,7 @@
 mod chat;
 mod clients;
 mod join;
+mod plan;
 mod report;
 mod server_process;
 mod viewers;
@@ -41,6 +42,7 @@ use ciphercast::cli::BenchPhase;
 use ciphercast::shared::crypto::Identity;
 use ciphercast::videos;
 
+use plan::Plan;
 use report::ms;
 
 /// How much to measure.
@@ -50,63 +52,6 @@ pub(crate) struct Options {
     pub(crate) quick: bool,
     /// One phase only (results to `results-PHASE.json`).
     pub(crate) only: Option<BenchPhase>,
-}
-
-/// The counts of one run. The phases read their own counts from here, so
-/// `--quick` changes sizes only, never what is measured.
-struct Plan {
-    /// Clients of the join phase.
-    join_clients: usize,
-    /// The N of each `bytes_per_join_at.N`.
-    join_checkpoints: Vec<usize>,
-    /// Clients joined during the chat phases.
-    chat_clients: usize,
-    /// Messages of `chat.idle` and of `chat.streams`, and of each sender of `chat.concurrent`.
-    chat_messages: usize,
-    /// Clients watching a video during `chat.streams`.
-    chat_streams: usize,
-    /// Viewer counts tried on one video, in order, until one fails.
-    same_video_steps: Vec<usize>,
-    /// Viewer counts tried on distinct cold videos, in order, until one fails.
-    cold_steps: Vec<usize>,
-    /// Length of the bench videos.
-    video_seconds: f64,
-    /// Resolutions of the bench videos.
-    heights: Vec<u32>,
-    /// Keys generated once and shared by every synthetic client.
-    key_pool: usize,
-}
-
-impl Plan {
-    fn new(quick: bool) -> Plan {
-        if quick {
-            Plan {
-                join_clients: 20,
-                join_checkpoints: vec![10],
-                chat_clients: 10,
-                chat_messages: 20,
-                chat_streams: 2,
-                same_video_steps: vec![2],
-                cold_steps: vec![2],
-                video_seconds: 1.0,
-                heights: vec![24, 48, 96],
-                key_pool: 2,
-            }
-        } else {
-            Plan {
-                join_clients: 1000,
-                join_checkpoints: vec![10, 100, 1000],
-                chat_clients: 100,
-                chat_messages: 1000,
-                chat_streams: 20,
-                same_video_steps: vec![10, 25, 50, 100, 200, 300, 400],
-                cold_steps: vec![1, 2, 3, 4, 6, 8],
-                video_seconds: 3.0,
-                heights: vec![240, 720, 1440],
-                key_pool: 8,
-            }
-        }
-    }
 }
 
 /// Where results and bench videos go: `CIPHERCAST_BENCH_DIR`, or

@@ -19,8 +19,8 @@ use ciphercast::shared::limits::DEFAULT_JPEG_QUALITY;
 use ciphercast::shared::message::ClientMessage;
 use ciphercast::shared::video::Pace;
 
-use super::Plan;
 use super::clients::{Member, Report, Tally};
+use super::plan::Plan;
 use super::report::{ms, percentile};
 use super::server_process::{ServerProcess, cpu_ms};
 

@@ -1,5 +1,5 @@
 //! The frame cache: each (file, frame, quality) is decoded and JPEG-encoded
-//! once and shared by every viewer.
+//! once and shared by every viewer. Used by the streaming threads.
 //!
 //! Decoding a 1440p frame and encoding it as JPEG costs about 12 ms here; a
 //! streaming thread that finds its next frame in the cache does no OpenCV

@@ -26,13 +26,14 @@ use crossbeam_channel::Sender;
 
 use log::{debug, error, info, warn};
 
+use super::context::Context;
 use super::door::PendingJoin;
 use super::library::{self, Video};
+use super::live::LiveEntry;
 use super::outbox::Outbox;
 use super::registry::{Refusal, RelayError};
 use super::stream::{self, Flags, Job, VideoItem};
 use super::writer;
-use super::{Context, LiveEntry};
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;
 use crate::shared::frame::FrameError;
@@ -47,16 +48,22 @@ use crate::shared::visible::visible;
 
 /// Serves one connection until it ends. Runs on the connection's own thread.
 ///
-/// `_live` is dropped last, when everything below is done: that is when
+/// `live` is dropped last, when everything below is done: that is when
 /// shutdown stops waiting for this connection and its socket closes.
-pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>, pending: PendingJoin, _live: LiveEntry) {
+pub(super) fn serve(
+    stream: TcpStream,
+    accepted: Instant,
+    context: Arc<Context>,
+    pending: PendingJoin,
+    live: LiveEntry,
+) {
     let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // Small frames (chat) must not wait for Nagle's algorithm; a peer that
     // stops reading must not hold its writer forever.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let stream = Arc::new(stream);
-    let (outbox, receiver) = Outbox::new(id, Arc::clone(&stream));
+    let (outbox, receiver) = Outbox::new(live.id(), Arc::clone(&stream));
     let (video, video_receiver) = crossbeam_channel::bounded(VIDEO_QUEUE_FRAMES);
 
     let writer_stream = Arc::clone(&stream);
@@ -73,8 +80,11 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>, pending: 
         }
     };
 
-    let reader = FrameReader::new(JoinClock { stream: Arc::clone(&stream), deadline: None }, MAX_HELLO_FRAME_LEN)
-        .traced(context.config.trace.then(|| peer.to_string()));
+    let reader = FrameReader::new(
+        JoinClock { stream: Arc::clone(&stream), deadline: Some(accepted + JOIN_DEADLINE) },
+        MAX_HELLO_FRAME_LEN,
+    )
+    .traced(context.config.trace.then(|| peer.to_string()));
     let mut handler =
         Handler { context, outbox, video, playing: None, streams: 0, reader, peer, name: None, pending: Some(pending) };
     // A bug that panics while serving one client must not leave a ghost in
@@ -100,6 +110,7 @@ pub(super) fn serve(stream: TcpStream, id: u64, context: Arc<Context>, pending: 
     drop(handler);
     let _ = writer.join();
     debug!("{peer}: connection closed");
+    drop(live);
 }
 
 /// The state of one connection's handler thread.
@@ -168,7 +179,6 @@ impl Handler {
 
     /// Reads and checks the hello. `Err(None)`: the peer left without one.
     fn join(&mut self) -> Result<String, Option<Refusal>> {
-        self.reader.get_mut().deadline = Some(Instant::now() + JOIN_DEADLINE);
         let hello = match self.reader.recv::<ClientMessage>() {
             Ok(hello) => hello,
             Err(RecvError::Frame(FrameError::Closed)) => return Err(None),

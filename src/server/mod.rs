@@ -21,149 +21,38 @@
 //! handler blocked in `read` by shutting its socket down.
 
 mod cache;
+mod config;
+mod context;
 mod decoder;
 mod door;
+mod flow_control;
 mod group_commit;
 mod handler;
 mod hold;
 mod library;
+mod live;
 mod outbox;
 mod pacing;
 mod registry;
 mod stream;
 mod writer;
 
-use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{self, IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use clap::ValueEnum;
 use log::{error, info, warn};
 
-use crate::shared::limits::{
-    CONNECTION_STACK_BYTES, DEFAULT_CACHE_MB, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, MAX_PENDING_JOINS,
-};
-use crate::shared::message::{RefusalCode, ServerMessage, encode};
-use door::Door;
+pub use config::{Config, RelayMode};
+use context::Context;
+use live::Live;
 use registry::Registry;
 
-/// Who receives a relayed sealed message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RelayMode {
-    /// Everyone but the sender, as in the assignment: the class sees that
-    /// only the addressee can open it.
-    Broadcast,
-    /// The addressee only.
-    Direct,
-}
-
-/// How the server behaves.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Who receives relayed messages.
-    pub relay: RelayMode,
-    /// Most clients joined at once.
-    pub max_clients: usize,
-    /// The video library.
-    pub videos: PathBuf,
-    /// JPEG quality of streamed frames, 1–100.
-    pub jpeg_quality: u8,
-    /// Print a line on stderr for every frame sent or received.
-    pub trace: bool,
-    /// Budget of the shared frame cache, in MiB (0: no cache).
-    pub cache_mb: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            relay: RelayMode::Broadcast,
-            max_clients: DEFAULT_MAX_CLIENTS,
-            videos: PathBuf::from("videos"),
-            jpeg_quality: DEFAULT_JPEG_QUALITY,
-            trace: false,
-            cache_mb: DEFAULT_CACHE_MB,
-        }
-    }
-}
-
-/// What every handler thread shares.
-struct Context {
-    config: Config,
-    registry: Registry,
-    /// Encoded video frames, shared by every streaming thread.
-    frames: Arc<cache::FrameCache>,
-    /// Open video files, shared by every streaming thread.
-    decoders: Arc<decoder::Decoders>,
-    /// Connections accepted that have not joined (or left) yet.
-    door: Arc<Door>,
-    /// Every connection being served.
-    live: Live,
-}
-
-/// A handle on the socket of every connection being served, so that
-/// shutdown can wake each handler blocked in `read`, and a way to wait for
-/// them all to end. A connection's entry goes as soon as its handler ends,
-/// so no socket of a client that left stays open (it would linger in
-/// CLOSE_WAIT, for all to see in `ss`).
-#[derive(Default)]
-struct Live {
-    sockets: Mutex<HashMap<u64, TcpStream>>,
-    ended: Condvar,
-    /// Set when shutdown begins: handlers stop serving after the frame in hand.
-    closing: AtomicBool,
-}
-
-impl Live {
-    fn sockets(&self) -> MutexGuard<'_, HashMap<u64, TcpStream>> {
-        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn count(&self) -> usize {
-        self.sockets().len()
-    }
-
-    /// Whether shutdown has begun.
-    fn closing(&self) -> bool {
-        self.closing.load(Ordering::SeqCst)
-    }
-
-    /// Wakes every handler (its writer still sends what is queued) and
-    /// waits until each has ended. Shutting a socket down for reading is
-    /// not enough on its own: Linux still delivers what the peer goes on
-    /// sending, so a handler also stops at the next frame once it sees
-    /// [`closing`](Live::closing) — a client flooding the server cannot
-    /// keep it from stopping.
-    fn close_all(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-        let mut sockets = self.sockets();
-        for stream in sockets.values() {
-            let _ = stream.shutdown(net::Shutdown::Read);
-        }
-        while !sockets.is_empty() {
-            sockets = self.ended.wait(sockets).unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-/// One connection's entry in [`Live`], removed when its handler thread ends
-/// (however it ends).
-pub(crate) struct LiveEntry {
-    context: Arc<Context>,
-    id: u64,
-}
-
-impl Drop for LiveEntry {
-    fn drop(&mut self) {
-        self.context.live.sockets().remove(&self.id);
-        self.context.live.ended.notify_all();
-    }
-}
+use crate::shared::limits::{CONNECTION_STACK_BYTES, MAX_PENDING_JOINS};
+use crate::shared::message::{RefusalCode, ServerMessage, encode};
 
 /// Stops a running server from another thread (a signal handler, a test).
 #[derive(Clone)]
@@ -210,7 +99,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         frames,
         decoders: Arc::default(),
         door: Arc::default(),
-        live: Live::default(),
+        live: Arc::new(Live::default()),
     });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
 
@@ -220,7 +109,9 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             break;
         }
         let stream = match accepted {
-            Ok(stream) => stream,
+            // The join deadline counts from here, not from when a thread
+            // takes the connection (the door may have kept it waiting).
+            Ok(stream) => (stream, Instant::now()),
             Err(e) => {
                 // Out of file descriptors, or a connection reset before we
                 // got to it: not this loop's fault, and not a reason to spin.
@@ -229,6 +120,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
                 continue;
             }
         };
+        let (stream, accepted_at) = stream;
         if context.live.count() >= limit {
             let reason = format!("server is full ({} clients)", context.config.max_clients);
             refuse_at_door(stream, RefusalCode::ServerFull, reason);
@@ -244,20 +136,18 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         next_id += 1;
         let id = next_id;
         let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let waker = match stream.try_clone() {
-            Ok(waker) => waker,
+        let entry = match context.live.enter(id, &stream) {
+            Ok(entry) => entry,
             Err(e) => {
                 warn!("{peer}: cannot clone the socket: {e}");
                 continue;
             }
         };
-        context.live.sockets().insert(id, waker);
-        let entry = LiveEntry { context: Arc::clone(&context), id };
         let ctx = Arc::clone(&context);
         let spawned = thread::Builder::new()
             .name(format!("client-{peer}"))
             .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || handler::serve(stream, id, ctx, pending, entry));
+            .spawn(move || handler::serve(stream, accepted_at, ctx, pending, entry));
         // The thread runs detached; shutdown waits for it through `live`.
         if let Err(e) = spawned {
             error!("{peer}: cannot start a thread: {e}");
@@ -265,6 +155,10 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
     }
 
     info!("shutting down: telling {} connection(s)", context.live.count());
+    // In this order: handlers stop serving, the registry tells everyone (its
+    // goodbye is the last thing queued for each client), then every handler
+    // is woken and waited for.
+    context.live.begin_closing();
     context.registry.close_all("server is shutting down");
     context.live.close_all();
     info!("stopped");

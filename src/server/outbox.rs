@@ -10,7 +10,7 @@
 //!
 //! An outbox more than half full is **congested** until its writer brings it
 //! back down to a quarter. Senders of sealed messages wait while a recipient
-//! is congested (see [`Registry::relay`](super::registry::Registry::relay)),
+//! is congested (see [`flow_control`](super::flow_control)),
 //! so a flood slows down its sender instead of overflowing its classmates;
 //! the gap between a half and a quarter lets the waiting senders go on
 //! together rather than one per item written.
@@ -26,7 +26,7 @@ use log::warn;
 
 use crate::shared::connection::FrameWriter;
 use crate::shared::frame::FrameError;
-use crate::shared::limits::{OUTBOX_BYTES, OUTBOX_MESSAGES, PROTOCOL_VERSION, RELAY_WAIT};
+use crate::shared::limits::{OUTBOX_BYTES, OUTBOX_MESSAGES, PROTOCOL_VERSION};
 use crate::shared::message::{Peer, ServerMessage, encode};
 
 /// Something queued for one client's writer thread.
@@ -373,41 +373,6 @@ impl Drop for OutboxReceiver {
 /// Takes a lock; what it guards stays consistent even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Why a recipient that keeps senders waiting is disconnected.
-const TOO_SLOW: &str = "too slow: the client cannot keep up with the messages sent to it";
-
-/// Waits, on a sender's thread and without any lock, until none of
-/// `recipients` is congested; returns the connection numbers of those it
-/// disconnected instead.
-///
-/// A recipient congested for [`RELAY_WAIT`] cannot keep up with what the
-/// class sends (or reads nothing at all): it is disconnected rather than
-/// allowed to set everyone's pace. Meanwhile nobody reads the sender's
-/// socket, so a client that sends faster than its classmates read is slowed
-/// down by TCP itself. A sender waits at most twice [`RELAY_WAIT`] in all.
-pub(crate) fn wait_for_readers(recipients: &[Outbox]) -> Vec<u64> {
-    let give_up = Instant::now() + 2 * RELAY_WAIT;
-    let mut kicked = Vec::new();
-    loop {
-        let now = Instant::now();
-        let mut wait = None;
-        for outbox in recipients {
-            match outbox.congestion() {
-                Some(since) if now.duration_since(since) >= RELAY_WAIT => {
-                    outbox.kick(TOO_SLOW);
-                    kicked.push(outbox.id());
-                }
-                Some(since) if now < give_up && wait.is_none() => wait = Some((outbox, since + RELAY_WAIT)),
-                _ => {}
-            }
-        }
-        match wait {
-            Some((outbox, deadline)) => outbox.wait_for_room(deadline.min(give_up)),
-            None => return kicked,
-        }
-    }
 }
 
 #[cfg(test)]

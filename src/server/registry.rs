@@ -25,9 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use log::info;
 use thiserror::Error;
 
-use super::RelayMode;
+use super::config::RelayMode;
+use super::flow_control::{give_up_at, wait_for_readers};
 use super::group_commit::{Announcements, Arrivals};
-use super::outbox::{Outbox, Outgoing, Overflow, wait_for_readers};
+use super::outbox::{Outbox, Outgoing, Overflow};
 use crate::shared::crypto::CryptoError;
 use crate::shared::frame::FrameError;
 use crate::shared::limits::PROTOCOL_VERSION;
@@ -171,13 +172,14 @@ impl Registry {
     /// addressee only ([`RelayMode::Direct`]). Returns how many received it.
     ///
     /// The lock is held only to look the recipients up. Then, without it,
-    /// the sender waits while any recipient is congested ([`wait_for_readers`]),
-    /// and the copies are queued: the addressee's first, to go out at once;
-    /// in broadcast mode everyone else's as traffic they only watch go by.
+    /// the copies are queued: the addressee's first, to go out at once (if
+    /// the addressee is congested, the sender waits for its room first, see
+    /// [`wait_for_readers`]); then, in broadcast mode, everyone else's, as
+    /// traffic they only watch go by, once none of them is congested.
     pub(crate) fn relay(&self, from: &str, envelope: Envelope, mode: RelayMode) -> Result<usize, RelayError> {
         let to = envelope.to.clone();
         let frame: Arc<[u8]> = encode(&ServerMessage::Sealed { from: from.into(), envelope })?.into();
-        let recipients: Vec<Outbox> = {
+        let (addressee, bystanders): (Outbox, Vec<Outbox>) = {
             let state = self.lock();
             let Some(addressee) = state.members.get(to.as_str()) else {
                 return Err(RelayError::UnknownRecipient(to));
@@ -187,22 +189,30 @@ impl Registry {
                 .iter()
                 .filter(|(name, _)| mode == RelayMode::Broadcast && ![from, to.as_str()].contains(&name.as_ref()))
                 .map(|(_, member)| member.outbox.clone());
-            std::iter::once(addressee.outbox.clone()).chain(bystanders).collect()
+            (addressee.outbox.clone(), bystanders.collect())
         };
-        let too_slow = wait_for_readers(&recipients);
-        if too_slow.contains(&recipients[0].id()) {
-            return Err(RelayError::TooSlow(to));
-        }
         let (mut delivered, mut overflowed) = (0, Vec::new());
-        for (i, outbox) in recipients.iter().enumerate() {
+        let mut deliver = |outbox: &Outbox, copy: Outgoing| {
             if outbox.gone() || outbox.is_shut() {
-                continue;
+                return;
             }
-            let copy = if i == 0 { Outgoing::now(&frame) } else { Outgoing::deferrable(&frame) };
             match outbox.push(copy) {
                 Ok(()) => delivered += 1,
                 Err(Overflow) => overflowed.push(outbox.clone()),
             }
+        };
+        // The addressee's copy first: it waits for the addressee's own room
+        // only, never for a slow bystander.
+        let give_up = give_up_at();
+        if !wait_for_readers(std::slice::from_ref(&addressee), give_up).is_empty() {
+            return Err(RelayError::TooSlow(to));
+        }
+        deliver(&addressee, Outgoing::now(&frame));
+        // Then everyone else's, once none of them is congested: the sender's
+        // thread waits here, so a flood slows down its sender, not its readers.
+        wait_for_readers(&bystanders, give_up);
+        for outbox in &bystanders {
+            deliver(outbox, Outgoing::deferrable(&frame));
         }
         kick_all(&overflowed);
         Ok(delivered)
@@ -219,8 +229,10 @@ impl Registry {
             std::mem::take(&mut state.members)
         };
         for member in members.values() {
-            let _ = member.outbox.send(&message);
             member.outbox.shut();
+            if member.outbox.send(&message).is_err() {
+                member.outbox.kick("outbox overflow at shutdown: the client is not reading");
+            }
         }
     }
 }
@@ -408,6 +420,34 @@ mod tests {
         assert_eq!(read_all(&outboxes[1].1), ["!welcome ann,old", "~joined cy"]);
         assert!(read_all(&outboxes[2].1).is_empty(), "the refused one is told by its handler, not queued");
         assert_eq!(read_all(&outboxes[3].1), ["!welcome ann,bob,old"]);
+    }
+
+    #[test]
+    fn a_slow_bystander_never_delays_the_addressee() {
+        let registry = Registry::new(10);
+        let members: Vec<_> = (1..=3).map(outbox).collect();
+        for (name, (outbox, _)) in ["ann", "bob", "cy"].iter().zip(&members) {
+            registry.join(name, "k".into(), outbox).unwrap();
+        }
+        for (_, receiver) in &members {
+            read_all(receiver);
+        }
+        // cy has stopped reading: more than half of its outbox waits.
+        let (cy, bob_rx) = (&members[2].0, &members[1].1);
+        let watched: Arc<[u8]> = Arc::from(&b"x"[..]);
+        while cy.congestion().is_none() {
+            cy.push(Outgoing::deferrable(&watched)).unwrap();
+        }
+        std::thread::scope(|scope| {
+            let relay = scope.spawn(|| registry.relay("ann", envelope("bob"), RelayMode::Broadcast));
+            // A hang detector: the copy is there at once, or after cy is dropped.
+            let copy = bob_rx.channel().recv_timeout(std::time::Duration::from_secs(60));
+            assert!(copy.is_ok_and(|copy| !copy.is_deferrable()), "bob got no copy");
+            assert!(!cy.gone(), "bob's copy waited until the slow bystander was disconnected");
+            // ann waits for cy's room; cy never makes any, and is dropped.
+            assert_eq!(relay.join().unwrap().unwrap(), 1, "only bob received it");
+            assert!(cy.gone());
+        });
     }
 
     #[test]

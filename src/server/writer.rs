@@ -72,7 +72,13 @@ fn write_all(
                 Err(_) => return writer.flush(),
             },
             recv(video) -> item => match item {
-                Ok(item) => write_video(writer, item)?,
+                // Whatever control came meanwhile still goes before the picture.
+                Ok(item) => {
+                    while let Some(control) = outbox.try_recv() {
+                        write_item(writer, outbox, &mut hold, control)?;
+                    }
+                    write_video(writer, item)?;
+                }
                 // No streaming thread holds the queue any more.
                 Err(_) => video = never(),
             },

@@ -4,7 +4,7 @@
 //! classmate's garbage: each number below is checked *before* the work or the
 //! allocation it guards, and each violation fails with a typed error that
 //! carries the numbers (see [`crate::shared::frame::FrameError`] and
-//! [`crate::shared::message::Refusal`]).
+//! `server::registry::Refusal`).
 
 use std::time::Duration;
 
@@ -117,6 +117,11 @@ pub const DEFAULT_JPEG_QUALITY: u8 = 80;
 /// A write that makes no progress for this long means the peer stopped
 /// reading; the connection is closed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a shutting-down server lets its writers send what is queued
+/// (every client's `server_closing` last) before it closes what is still
+/// open: a client that reads a byte now and then cannot keep it running.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Stack size of the per-connection threads; they keep little on the stack,
 /// and a classroom server may run a thousand of them.
