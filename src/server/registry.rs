@@ -371,6 +371,19 @@ mod tests {
         }
     }
 
+    /// A registry with ann, bob and cy joined, their outboxes read.
+    fn ann_bob_and_cy() -> (Registry, Vec<(Outbox, OutboxReceiver)>) {
+        let registry = Registry::new(10);
+        let members: Vec<_> = (1..=3).map(outbox).collect();
+        for (name, (outbox, _)) in ["ann", "bob", "cy"].iter().zip(&members) {
+            registry.join(name, "k".into(), outbox).unwrap();
+        }
+        for (_, receiver) in &members {
+            read_all(receiver);
+        }
+        (registry, members)
+    }
+
     #[test]
     fn joins_and_leaves_reach_everyone_in_one_order() {
         let registry = Registry::new(10);
@@ -424,14 +437,7 @@ mod tests {
 
     #[test]
     fn a_slow_bystander_never_delays_the_addressee() {
-        let registry = Registry::new(10);
-        let members: Vec<_> = (1..=3).map(outbox).collect();
-        for (name, (outbox, _)) in ["ann", "bob", "cy"].iter().zip(&members) {
-            registry.join(name, "k".into(), outbox).unwrap();
-        }
-        for (_, receiver) in &members {
-            read_all(receiver);
-        }
+        let (registry, members) = ann_bob_and_cy();
         // cy has stopped reading: more than half of its outbox waits.
         let (cy, bob_rx) = (&members[2].0, &members[1].1);
         let watched: Arc<[u8]> = Arc::from(&b"x"[..]);
@@ -470,14 +476,7 @@ mod tests {
 
     #[test]
     fn a_relay_goes_to_the_addressee_at_once_and_to_bystanders_in_broadcast_only() {
-        let registry = Registry::new(10);
-        let members: Vec<_> = (1..=3).map(outbox).collect();
-        for (name, (outbox, _)) in ["ann", "bob", "cy"].iter().zip(&members) {
-            registry.join(name, "k".into(), outbox).unwrap();
-        }
-        for (_, receiver) in &members {
-            read_all(receiver);
-        }
+        let (registry, members) = ann_bob_and_cy();
         assert_eq!(registry.relay("ann", envelope("bob"), RelayMode::Broadcast).unwrap(), 2);
         assert!(read_all(&members[0].1).is_empty(), "the sender gets no copy");
         assert_eq!(read_all(&members[1].1), ["!sealed ann>bob"]);
