@@ -81,7 +81,8 @@ pub fn run(config: Config) -> i32 {
     session::handle_ctrl_c(&session);
     menu::run(&mut console, &session, &reader.media, config.display, config.pace);
     session.quit();
-    // The reader thread ends when the server closes after its goodbye.
+    // The reader thread ends when the server's goodbye arrives (or the
+    // connection closes); it is given a moment for that, not forever.
     reader.wait(join::REPLY_TIMEOUT);
     terminal::restore();
     0

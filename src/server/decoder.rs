@@ -95,7 +95,7 @@ impl Decoder {
     }
 
     /// Decodes frame `index` and encodes it as JPEG.
-    pub(crate) fn encode(&mut self, index: u32, encoder: &mut Encoder) -> Result<Vec<u8>, String> {
+    pub(crate) fn decode_to_jpeg(&mut self, index: u32, encoder: &mut Encoder) -> Result<Vec<u8>, String> {
         let file = file_name(&self.path);
         let capture = self.seek(index)?;
         match capture.read(&mut encoder.picture) {

@@ -85,8 +85,17 @@ pub(super) fn serve(
         MAX_HELLO_FRAME_LEN,
     )
     .traced(context.config.trace.then(|| peer.to_string()));
-    let mut handler =
-        Handler { context, outbox, video, playing: None, streams: 0, reader, peer, name: None, pending: Some(pending) };
+    let mut handler = Handler {
+        context,
+        outbox,
+        video,
+        playing: None,
+        last_stream: 0,
+        reader,
+        peer,
+        name: None,
+        pending: Some(pending),
+    };
     // A bug that panics while serving one client must not leave a ghost in
     // the registry: catch it here and clean up as for any disconnect. (The
     // registry lock is never held by this thread's code across a panic
@@ -122,8 +131,8 @@ struct Handler {
     video: Sender<VideoItem>,
     /// The playback in progress, if any.
     playing: Option<Playback>,
-    /// Streams started on this connection (the last stream's id).
-    streams: u32,
+    /// The id of the last stream started on this connection (0: none yet).
+    last_stream: u32,
     reader: FrameReader<JoinClock>,
     peer: SocketAddr,
     /// Set once the join succeeded.
@@ -244,8 +253,8 @@ impl Handler {
     /// Starts a streaming thread for `name`. Every outcome is answered with
     /// a stream end, so the client never waits for nothing.
     fn handle_play(&mut self, name: String, pace: Pace) {
-        self.streams = self.streams.wrapping_add(1).max(1);
-        let id = self.streams;
+        self.last_stream = self.last_stream.wrapping_add(1).max(1);
+        let id = self.last_stream;
         let refuse = |handler: &Self, message: String| {
             let end =
                 ServerMessage::StreamEnd { stream: id, reason: EndReason::Error, frames: 0, message: Some(message) };

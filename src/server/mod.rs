@@ -17,8 +17,9 @@
 //! its socket and a writer thread ([`writer`]) that blocks writing to it;
 //! they share the [`registry`] of joined clients. A playback gets a
 //! streaming thread of its own ([`stream`]). [`Shutdown`] stops it all: it
-//! wakes the acceptor blocked in `accept()` by connecting to it, and every
-//! handler blocked in `read` by shutting its socket down.
+//! wakes the acceptor blocked in `accept()` by connecting to it; the
+//! acceptor then tells every client and wakes every handler blocked in
+//! `read` by shutting its socket down ([`live`]).
 
 mod cache;
 mod config;

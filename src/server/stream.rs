@@ -203,7 +203,7 @@ impl<'a> Source<'a> {
     /// Frame `index` ready to queue: from the cache, or decoded and encoded
     /// now (a frame another viewer already encoded costs no OpenCV work).
     fn picture(&self, index: u32, pts: Duration, encoder: &mut Encoder) -> Result<VideoItem, String> {
-        let jpeg = self.job.cache.get_or_encode(&self.key(index), || self.decoder().encode(index, encoder))?;
+        let jpeg = self.job.cache.get_or_encode(&self.key(index), || self.decoder().decode_to_jpeg(index, encoder))?;
         let header = FrameHeader {
             stream: self.job.id,
             sequence: index,
