@@ -1,5 +1,8 @@
 //! `ciphercast videos`: generates the demo library with OpenCV's VideoWriter.
 //!
+//! Runs on the main thread of `ciphercast videos` (and of `ciphercast bench`,
+//! for its own clips).
+//!
 //! Two videos, `Video_1` and `Video_2`, each at every requested height, named
 //! `NAME_<height>p.mp4` as the library expects. Each frame has moving content
 //! (different in the two videos) and a burned-in label with the video's

@@ -1,5 +1,9 @@
 //! Hybrid end-to-end encryption, signatures and key fingerprints.
 //!
+//! Sealing runs on the client's main thread, opening on its reader thread,
+//! both with no lock held; the server only parses public keys (on the
+//! newcomer's handler thread) and never holds a private key.
+//!
 //! RSA can only encrypt a few hundred bytes, so a message is sealed the way
 //! TLS and PGP do it:
 //!

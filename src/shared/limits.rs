@@ -1,5 +1,7 @@
 //! Every limit the protocol enforces, in one place.
 //!
+//! Constants only: read by every thread, changed by none.
+//!
 //! A server that teaches blocking sockets must also show how to survive a
 //! classmate's garbage: each number below is checked *before* the work or the
 //! allocation it guards, and each violation fails with a typed error that

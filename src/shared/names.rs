@@ -1,5 +1,9 @@
 //! The naming rules, shared by the server (which enforces them) and the
 //! client (which checks before connecting, to ask again without a round trip).
+//!
+//! The server checks on the newcomer's handler thread; the client on its
+//! main thread before connecting, and on its reader thread for every name
+//! the server announces.
 
 use thiserror::Error;
 

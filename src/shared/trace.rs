@@ -3,6 +3,8 @@
 //! summary. Only what crosses the wire is shown, and the wire never carries
 //! plaintext: a sealed message shows its sender, addressee and the first
 //! bytes of its ciphertext.
+//!
+//! Called by whichever thread reads or writes the frame.
 
 use std::fmt::Write as _;
 

@@ -1,5 +1,7 @@
 //! Making text from the network safe to print.
 //!
+//! Called by every thread that prints something it did not write itself.
+//!
 //! A name, a message or an error string may carry ESC sequences that would
 //! clear a classmate's screen, retitle the window or fake a line of output.
 //! Everything that came over the network goes through [`visible`] before it
