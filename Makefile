@@ -26,7 +26,7 @@ VIDEO_FILES = $(shell ls $(VIDEOS) 2>/dev/null | grep -iE '\.(mp4|m4v|avi|mkv|mo
 
 FUZZ_SECONDS ?= 300
 
-.PHONY: deps build test videos ensure-videos run-server run-client fuzz demo demo-script bench
+.PHONY: deps build install test videos ensure-videos run-server run-client fuzz demo demo-script bench
 
 deps:
 	@command -v cargo >/dev/null 2>&1 || { echo "make deps: Rust is not installed; install it with rustup, version 1.88 or newer"; exit 1; }
@@ -55,6 +55,10 @@ deps:
 
 build: deps
 	$(CARGO) build
+
+# `ciphercast` on the PATH: a release build copied into ~/.cargo/bin.
+install: deps
+	$(CARGO) install --path . --locked
 
 test: deps
 	$(CARGO) fmt --check
