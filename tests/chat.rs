@@ -22,6 +22,11 @@ fn joined_name(message: &ServerMessage) -> Option<&str> {
     }
 }
 
+/// Reads `client`'s messages until it hears that `name` joined.
+fn hears_join(client: &mut TestClient, name: &str) {
+    client.recv_until(&format!("{name} joined"), |m| joined_name(m) == Some(name));
+}
+
 fn sealed(message: ServerMessage) -> (String, Envelope) {
     match message {
         ServerMessage::Sealed { from, envelope } => (from, envelope),
@@ -60,8 +65,8 @@ fn a_long_message_reaches_the_addressee_and_nobody_else_can_read_it() {
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
-    alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
-    alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
+    hears_join(&mut alice, "bob");
+    hears_join(&mut alice, "carol");
 
     let text: String = "Grüße, 世界! ✓ — ünïcödé ".chars().cycle().take(8000).collect();
     assert!(text.len() >= 10_000);
@@ -94,8 +99,8 @@ fn direct_relay_reaches_the_addressee_only() {
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
-    alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
-    bob.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
+    hears_join(&mut alice, "carol");
+    hears_join(&mut bob, "carol");
 
     let to_bob = identity(0).seal("alice", "bob", &peer_key(identity(1)), "for bob").unwrap();
     let to_carol = identity(0).seal("alice", "carol", &peer_key(identity(2)), "for carol").unwrap();
@@ -269,7 +274,7 @@ fn malformed_messages_get_an_error_and_the_connection_survives() {
     let server = TestServer::with_defaults();
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
-    alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
+    hears_join(&mut alice, "bob");
 
     for garbage in [&b"not json"[..], br#"{"type":"launch_missiles"}"#, br#"{"type":"send"}"#, b"[1,2,3]"] {
         let frame =
@@ -360,7 +365,7 @@ fn a_client_that_stops_reading_is_disconnected_and_nobody_else_suffers() {
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (_sleeper, _) = TestClient::join(server.addr, "sleeper", identity(1));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(2));
-    alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
+    hears_join(&mut alice, "bob");
 
     // Broadcast 1 MiB envelopes (the server cannot tell they are not real
     // ciphertext) until the sleeper's outbox and socket buffers are full.
@@ -401,8 +406,8 @@ fn a_client_that_asks_without_reading_the_answers_is_disconnected_and_the_others
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
     let (mut asker, _) = TestClient::join(server.addr, "asker", identity(0));
-    bob.recv_until("asker joined", |m| joined_name(m) == Some("asker"));
-    carol.recv_until("asker joined", |m| joined_name(m) == Some("asker"));
+    hears_join(&mut bob, "asker");
+    hears_join(&mut carol, "asker");
     // A malformed message is answered with an error and the connection
     // stays open; this one is large, and so is its answer, which quotes it.
     let question = format!(r#"{{"type":"{}"}}"#, "?".repeat(4000));
@@ -499,7 +504,7 @@ fn shutdown_during_a_flood_returns_and_tells_everyone() {
     let mut server = TestServer::start(Config { relay: RelayMode::Direct, ..Config::default() });
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (bob, _) = TestClient::join(server.addr, "bob", identity(1));
-    alice.recv_until("bob joined", |m| joined_name(m) == Some("bob"));
+    hears_join(&mut alice, "bob");
     let bob = SlowReader::start(bob, usize::MAX, Duration::from_secs(2));
     let (held, held_back) = std::sync::mpsc::channel();
     let alice = std::thread::spawn(move || {
@@ -590,8 +595,8 @@ fn a_burst_reaches_every_bystander_whole_and_in_order() {
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
-    alice.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
-    bob.recv_until("carol joined", |m| joined_name(m) == Some("carol"));
+    hears_join(&mut alice, "carol");
+    hears_join(&mut bob, "carol");
     let count = 1500;
     for i in 0..count {
         alice.send(&ClientMessage::Send { envelope: fake_envelope("bob", format!("m{i}"), 100) });
@@ -805,7 +810,7 @@ fn a_classmate_too_slow_for_the_class_is_disconnected_and_the_flood_goes_on() {
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let (slowpoke, _) = TestClient::join(server.addr, "slowpoke", identity(2));
-    alice.recv_until("slowpoke joined", |m| joined_name(m) == Some("slowpoke"));
+    hears_join(&mut alice, "slowpoke");
     let count = 60;
     let slowpoke = SlowReader::start(slowpoke, count, Duration::from_secs(2));
     let addressee = std::thread::spawn(move || {
@@ -827,7 +832,7 @@ fn a_sender_is_told_when_its_addressee_could_not_keep_up() {
     let server = TestServer::start(Config { relay: RelayMode::Direct, ..Config::default() });
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (slowpoke, _) = TestClient::join(server.addr, "slowpoke", identity(1));
-    alice.recv_until("slowpoke joined", |m| joined_name(m) == Some("slowpoke"));
+    hears_join(&mut alice, "slowpoke");
     let count = 60;
     let slowpoke = SlowReader::start(slowpoke, count, Duration::from_secs(2));
     flood(&mut alice, "slowpoke", count);

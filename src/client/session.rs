@@ -4,8 +4,8 @@
 //! Three threads use a [`Session`]: the main thread (menu, sending, playing
 //! videos), the reader thread (everything the server sends) and the thread
 //! the `ctrlc` crate runs the Ctrl-C handler on. Each part that changes has
-//! its own lock, taken for one short step and never held across RSA work,
-//! so that no thread waits on another's slow work. Only the writer's lock is
+//! its own lock, taken for one short step and never held while a message is
+//! sealed or opened, so that no thread waits on another's slow work. Only the writer's lock is
 //! held while the socket is written: that is its job, one message at a time
 //! on the wire.
 

@@ -110,9 +110,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             break;
         }
         let stream = match accepted {
-            // The join deadline counts from here, not from when a thread
-            // takes the connection (the door may have kept it waiting).
-            Ok(stream) => (stream, Instant::now()),
+            Ok(stream) => stream,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before we
                 // got to it: not this loop's fault, and not a reason to spin.
@@ -121,7 +119,9 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
                 continue;
             }
         };
-        let (stream, accepted_at) = stream;
+        // The join deadline counts from here, not from when a thread takes
+        // the connection (the door may keep it waiting).
+        let accepted_at = Instant::now();
         if context.live.count() >= limit {
             let reason = format!("server is full ({} clients)", context.config.max_clients);
             refuse_at_door(stream, RefusalCode::ServerFull, reason);

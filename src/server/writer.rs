@@ -52,10 +52,7 @@ fn write_all(
         // Everything waiting goes out, in order, with one flush. (Urgent
         // signals about what is taken here are stale: forget them first.)
         outbox.clear_urgent();
-        while let Some(item) = outbox.try_recv() {
-            write_item(writer, outbox, &mut hold, item)?;
-            unflushed = true;
-        }
+        unflushed |= write_waiting(writer, outbox, &mut hold)?;
         if unflushed {
             writer.flush()?;
             unflushed = false;
@@ -74,9 +71,7 @@ fn write_all(
             recv(video) -> item => match item {
                 // Whatever control came meanwhile still goes before the picture.
                 Ok(item) => {
-                    while let Some(control) = outbox.try_recv() {
-                        write_item(writer, outbox, &mut hold, control)?;
-                    }
+                    write_waiting(writer, outbox, &mut hold)?;
                     write_video(writer, item)?;
                 }
                 // No streaming thread holds the queue any more.
@@ -84,6 +79,21 @@ fn write_all(
             },
         }
     }
+}
+
+/// Writes everything waiting in the outbox, in order, without flushing;
+/// whether there was anything.
+fn write_waiting(
+    writer: &mut FrameWriter<&TcpStream>,
+    outbox: &OutboxReceiver,
+    hold: &mut Hold,
+) -> Result<bool, FrameError> {
+    let mut wrote = false;
+    while let Some(item) = outbox.try_recv() {
+        write_item(writer, outbox, hold, item)?;
+        wrote = true;
+    }
+    Ok(wrote)
 }
 
 /// Writes one outbox item, without flushing (the loop flushes once it has
