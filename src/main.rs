@@ -15,6 +15,7 @@ use ciphercast::cli::{Cli, ClientArgs, Command, ServerArgs, VideosArgs};
 use ciphercast::{client, server, videos};
 
 fn main() -> ExitCode {
+    quiet_ffmpeg();
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Server(_) => "info",
@@ -35,6 +36,19 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// FFmpeg prints a line for every damaged packet it meets (hundreds for one
+/// damaged file), in its own words; the server logs what matters once, in
+/// ours ("frame 62 does not decode, skipping it"). OpenCV reads
+/// `OPENCV_FFMPEG_LOGLEVEL` when it first opens a video: −8 is FFmpeg's
+/// quiet. Set it yourself (to 16, say) to see FFmpeg's messages again.
+fn quiet_ffmpeg() {
+    if std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() && std::env::var_os("OPENCV_FFMPEG_DEBUG").is_none() {
+        // SAFETY: changing the environment races with threads reading it;
+        // this runs first thing in main, before any thread exists.
+        unsafe { std::env::set_var("OPENCV_FFMPEG_LOGLEVEL", "-8") };
     }
 }
 

@@ -39,7 +39,7 @@ fn server_examples() -> Vec<ServerMessage> {
         ServerMessage::ServerClosing { reason: "r".into() },
         ServerMessage::VideoList { videos: vec![] },
         ServerMessage::StreamStart { stream: 1, video: "v".into(), fps: 30.0, frames: 1, plan: vec![] },
-        ServerMessage::StreamEnd { stream: 1, reason: EndReason::Finished, frames: 1, message: None },
+        ServerMessage::StreamEnd { stream: 1, reason: EndReason::Finished, frames: 1, total: Some(1), message: None },
     ];
     for message in &all {
         match message {

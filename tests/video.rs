@@ -12,7 +12,7 @@ use ciphercast::shared::video::{EndReason, FrameHeader, Pace, PlanPart};
 use opencv::core::Vector;
 use opencv::imgcodecs::{IMREAD_COLOR, imdecode};
 use opencv::prelude::*;
-use support::{Process, Stream, TestClient, TestServer, clips, clips_at, identity, peer_key};
+use support::{Process, Stream, Summary, TestClient, TestServer, clips, clips_at, identity, peer_key};
 
 fn server_with(videos: std::path::PathBuf) -> TestServer {
     TestServer::start(Config { videos, ..Config::default() })
@@ -343,50 +343,6 @@ fn the_client_binary_plays_a_video_headless_and_prints_the_summary() {
     assert!(summary.bytes > 20 * 100, "{line}");
     assert!(summary.late < summary.received, "{line}");
     assert_eq!(viewer.finish(), 0);
-}
-
-/// The summary line a playback ends with, every field parsed (INTERFACE.md):
-/// `summary: video=V frames=R/T resolutions=L fps=F bytes=B late=N`, then
-/// only the optional ` dropped=N` and ` last=RES`.
-struct Summary {
-    video: String,
-    received: u32,
-    total: u32,
-    resolutions: String,
-    fps: f64,
-    bytes: u64,
-    late: u32,
-}
-
-impl Summary {
-    fn parse(line: &str) -> Summary {
-        let fields = line.strip_prefix("summary: ").unwrap_or_else(|| panic!("not a summary line: {line:?}"));
-        let fields: Vec<(&str, &str)> = fields
-            .split(' ')
-            .map(|field| field.split_once('=').unwrap_or_else(|| panic!("{field:?} is not key=value in {line:?}")))
-            .collect();
-        let keys: Vec<&str> = fields.iter().map(|(key, _)| *key).collect();
-        let fixed = ["video", "frames", "resolutions", "fps", "bytes", "late"];
-        assert_eq!(keys[..keys.len().min(6)], fixed, "fields of {line:?}");
-        assert!(keys[6..].iter().all(|key| ["dropped", "last"].contains(key)), "unknown fields in {line:?}");
-        let value = |key: &str| fields.iter().find(|(k, _)| *k == key).unwrap().1;
-        let number = |key: &str| value(key).parse::<u64>().unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"));
-        let (received, total) = value("frames").split_once('/').unwrap_or_else(|| panic!("frames in {line:?}"));
-        let fps = value("fps");
-        assert!(fps.split_once('.').is_some_and(|(_, decimals)| decimals.len() == 1), "fps {fps:?} in {line:?}");
-        if keys.contains(&"dropped") {
-            number("dropped");
-        }
-        Summary {
-            video: value("video").to_string(),
-            received: received.parse().unwrap_or_else(|e| panic!("frames in {line:?}: {e}")),
-            total: total.parse().unwrap_or_else(|e| panic!("frames in {line:?}: {e}")),
-            resolutions: value("resolutions").to_string(),
-            fps: fps.parse().unwrap_or_else(|e| panic!("fps in {line:?}: {e}")),
-            bytes: number("bytes"),
-            late: u32::try_from(number("late")).unwrap(),
-        }
-    }
 }
 
 fn tempdir(tag: &str) -> std::path::PathBuf {

@@ -86,8 +86,8 @@ fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<
             Ok(ServerMessage::StreamStart { stream, video, fps, frames, .. }) => {
                 forward(&session, &media, Media::Start { stream, video, fps, frames })
             }
-            Ok(ServerMessage::StreamEnd { stream, reason, message, .. }) => {
-                forward(&session, &media, Media::End { stream, reason, message })
+            Ok(ServerMessage::StreamEnd { stream, reason, total, message, .. }) => {
+                forward(&session, &media, Media::End { stream, reason, total, message })
             }
             Ok(message) => handle(&session, message),
             Err(e) => session

@@ -26,7 +26,7 @@ pub(crate) enum Media {
     /// One picture.
     Frame { header: FrameHeader, jpeg: Vec<u8>, arrived: Instant },
     /// A stream ended.
-    End { stream: u32, reason: EndReason, message: Option<String> },
+    End { stream: u32, reason: EndReason, total: Option<u32>, message: Option<String> },
 }
 
 /// How long to wait for the server before giving up on a reply.
@@ -56,7 +56,8 @@ pub(crate) fn request_list(session: &Session, media: &Receiver<Media>) -> Option
 #[derive(Default)]
 struct Stats {
     video: String,
-    announced: u32,
+    /// Frames in the video: announced at the start, corrected at the end.
+    total: u32,
     received: u32,
     resolutions: Vec<String>,
     bytes: u64,
@@ -94,7 +95,7 @@ impl Stats {
             "summary: video={} frames={}/{} resolutions={} fps={fps:.1} bytes={} late={}",
             visible(&self.video),
             self.received,
-            self.announced,
+            self.total,
             resolutions.join(","),
             self.bytes,
             self.late
@@ -143,7 +144,7 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
             Media::Start { stream: id, video: name, fps, frames } => {
                 stream = Some(id);
                 stats.video = name;
-                stats.announced = frames;
+                stats.total = frames;
                 stats.frame_interval = Duration::from_secs_f64(1.0 / fps.max(0.001));
                 match display::open(display, &session.printer) {
                     Ok(opened) => screen = Some(opened),
@@ -176,10 +177,12 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
                     stop_sent = request_stop(session, stream);
                 }
             }
-            Media::End { stream: id, reason, message } => {
+            Media::End { stream: id, reason, total, message } => {
                 if stream.is_some_and(|s| s != id) {
                     continue;
                 }
+                // The real count, where the file turned out shorter than announced.
+                stats.total = total.unwrap_or(stats.total);
                 if reason == EndReason::Error {
                     let why = message.unwrap_or_else(|| "unknown error".into());
                     session.printer.error(&format!("playback failed: {}", visible(&why)));
@@ -209,12 +212,8 @@ mod tests {
     #[test]
     fn summary_counts_frames_bytes_resolutions_and_lateness() {
         let t0 = Instant::now();
-        let mut stats = Stats {
-            video: "Video_2".into(),
-            announced: 3,
-            frame_interval: Duration::from_millis(100),
-            ..Stats::default()
-        };
+        let mut stats =
+            Stats { video: "Video_2".into(), total: 3, frame_interval: Duration::from_millis(100), ..Stats::default() };
         let header = |sequence: u32, resolution: &str| FrameHeader {
             stream: 1,
             sequence,

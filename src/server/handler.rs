@@ -256,8 +256,13 @@ impl Handler {
         self.last_stream = self.last_stream.wrapping_add(1).max(1);
         let id = self.last_stream;
         let refuse = |handler: &Self, message: String| {
-            let end =
-                ServerMessage::StreamEnd { stream: id, reason: EndReason::Error, frames: 0, message: Some(message) };
+            let end = ServerMessage::StreamEnd {
+                stream: id,
+                reason: EndReason::Error,
+                frames: 0,
+                total: None,
+                message: Some(message),
+            };
             handler.reply(&end);
         };
         if self.playing.as_ref().is_some_and(|p| !p.flags.ended.load(Ordering::SeqCst)) {

@@ -4,7 +4,8 @@
 //! Its whole job, frame after frame of the plan: take the picture (from the
 //! shared [`FrameCache`] if another viewer already encoded it, else decode
 //! it from the file and encode it as JPEG), wait for its presentation time
-//! ([`Pacer`]), and queue it for the viewer's writer thread.
+//! ([`Pacer`]), and queue it for the viewer's writer thread. A frame that
+//! does not decode is skipped (and logged); the stream goes on.
 //!
 //! Because playback runs on its own thread and touches neither the registry
 //! nor a socket, a client joining mid-stream cannot disturb it — the
@@ -18,10 +19,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Sender;
-use log::info;
+use log::{info, warn};
 
 use super::cache::{FrameCache, FrameKey};
-use super::decoder::{Decoder, Decoders, Encoder, file_name};
+use super::decoder::{Decoder, Decoders, Encoder, FrameError, file_name};
 use super::library::{Resolution, Video};
 use super::pacing::Pacer;
 use crate::shared::frame::{FrameKind, HEADER_LEN};
@@ -71,17 +72,20 @@ pub(crate) struct Job {
 /// How a stream ended, for its end message.
 struct Ended {
     reason: EndReason,
+    /// Frames sent.
     frames: u32,
+    /// The video's frame count, as far as the stream learned it.
+    total: u32,
     message: Option<String>,
 }
 
 impl Ended {
-    fn stopped(frames: u32) -> Ended {
-        Ended { reason: EndReason::Stopped, frames, message: None }
+    fn stopped(frames: u32, total: u32) -> Ended {
+        Ended { reason: EndReason::Stopped, frames, total, message: None }
     }
 
-    fn failed(frames: u32, message: String) -> Ended {
-        Ended { reason: EndReason::Error, frames, message: Some(message) }
+    fn failed(frames: u32, total: u32, message: String) -> Ended {
+        Ended { reason: EndReason::Error, frames, total, message: Some(message) }
     }
 }
 
@@ -90,10 +94,15 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
     // A bug in decoding must end this stream with an error, not leave the
     // viewer (and the handler waiting for `ended`) hanging.
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream(&job, &queue, &flags.stop)))
-        .unwrap_or_else(|_| Ended::failed(0, "internal error".into()));
+        .unwrap_or_else(|_| Ended::failed(0, 0, "internal error".into()));
     info!("stream {} of {}: {:?} after {} frame(s)", job.id, job.video.name, ended.reason, ended.frames);
-    let end =
-        ServerMessage::StreamEnd { stream: job.id, reason: ended.reason, frames: ended.frames, message: ended.message };
+    let end = ServerMessage::StreamEnd {
+        stream: job.id,
+        reason: ended.reason,
+        frames: ended.frames,
+        total: Some(ended.total),
+        message: ended.message,
+    };
     flags.ended.store(true, Ordering::SeqCst);
     if let Ok(bytes) = encode(&end) {
         // Blocks at most until the writer drains a frame or gives up on the socket.
@@ -103,46 +112,85 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
 
 fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let sources: Vec<Source> = job.video.resolutions.iter().map(|r| Source::new(r, job)).collect();
-    let Plan { start, fps, parts } = match plan(job, &sources) {
+    let Plan { start, fps, total, parts } = match plan(job, &sources) {
         Ok(plan) => plan,
-        Err(message) => return Ended::failed(0, message),
+        Err(message) => return Ended::failed(0, 0, message),
     };
     // Position each part's file at its first frame before the clock starts,
     // so a change of resolution mid-stream costs no seek (unless the frame
     // is cached already, which costs nothing at all).
     for &(i, first, _) in &parts {
         if !job.cache.contains(&sources[i].key(first))
-            && let Err(message) = sources[i].decoder().seek(first)
+            && let Err(FrameError::Failed(message)) = sources[i].decoder().seek(first)
         {
-            return Ended::failed(0, message);
+            return Ended::failed(0, total, message);
         }
     }
     let started = encode(&start).is_ok_and(|bytes| queue.send(VideoItem::Control(bytes.into())).is_ok());
     if !started {
-        return Ended::stopped(0);
+        return Ended::stopped(0, total);
     }
 
     let mut encoder = Encoder::new(job.jpeg_quality);
     let mut pacer = Pacer::new(queue, stop, job.pace);
+    let mut damaged = Damaged { video: &job.video.name, run: None };
     for (i, index) in parts.iter().flat_map(|&(i, first, last)| (first..=last).map(move |index| (i, index))) {
         if stop.load(Ordering::Relaxed) {
-            return Ended::stopped(pacer.sent);
+            return Ended::stopped(pacer.sent, total);
         }
-        let pts = Duration::from_secs_f64(f64::from(index) / fps);
-        let delivered = match sources[i].picture(index, pts, &mut encoder) {
-            Ok(picture) => pacer.push(pts, picture),
+        let nominal = Duration::from_secs_f64(f64::from(index) / fps);
+        let delivered = match sources[i].picture(index, nominal, &mut encoder) {
+            Ok((pts, picture)) => {
+                damaged.end_run();
+                pacer.push(pts, picture)
+            }
+            Err(FrameError::Damaged) => {
+                damaged.skip(index);
+                true
+            }
             // The frames before it still go out, then the stream ends.
-            Err(message) if pacer.finish() => return Ended::failed(pacer.sent, message),
-            Err(_) => false,
+            Err(FrameError::Failed(message)) if pacer.finish() => return Ended::failed(pacer.sent, total, message),
+            Err(FrameError::Failed(_)) => false,
         };
         if !delivered {
-            return Ended::stopped(pacer.sent);
+            return Ended::stopped(pacer.sent, total);
         }
     }
     if !pacer.finish() {
-        return Ended::stopped(pacer.sent);
+        return Ended::stopped(pacer.sent, total);
     }
-    Ended { reason: EndReason::Finished, frames: pacer.sent, message: None }
+    // Frames that never decoded at the very end were never part of the video.
+    let total = damaged.run.map_or(total, |(first, _)| first);
+    damaged.end_run();
+    Ended { reason: EndReason::Finished, frames: pacer.sent, total, message: None }
+}
+
+/// The damaged frames a stream skipped, logged once per run of them.
+struct Damaged<'a> {
+    video: &'a str,
+    /// The current run: its first frame and its length.
+    run: Option<(u32, u32)>,
+}
+
+impl Damaged<'_> {
+    fn skip(&mut self, index: u32) {
+        match &mut self.run {
+            Some((_, length)) => *length += 1,
+            None => {
+                warn!("{}: frame {index} does not decode, skipping it", self.video);
+                self.run = Some((index, 1));
+            }
+        }
+    }
+
+    /// A frame decoded (or the stream ended): the run, if any, is over.
+    fn end_run(&mut self) {
+        if let Some((first, length)) = self.run.take()
+            && length > 1
+        {
+            warn!("{}: skipped {length} damaged frames, {first}–{}", self.video, first + length - 1);
+        }
+    }
 }
 
 /// What a stream will send.
@@ -151,6 +199,8 @@ struct Plan {
     start: ServerMessage,
     /// Frames per second.
     fps: f64,
+    /// Frames in the plan.
+    total: u32,
     /// Each part of the plan: (source, first frame, last frame).
     parts: Vec<(usize, u32, u32)>,
 }
@@ -171,7 +221,7 @@ fn plan(job: &Job, sources: &[Source]) -> Result<Plan, String> {
     let plan =
         parts.iter().map(|&(i, first, last)| PlanPart { resolution: sources[i].label.clone(), first, last }).collect();
     let start = ServerMessage::StreamStart { stream: job.id, video: job.video.name.clone(), fps, frames: total, plan };
-    Ok(Plan { start, fps, parts })
+    Ok(Plan { start, fps, total, parts })
 }
 
 /// One resolution's file as a stream sees it.
@@ -200,18 +250,26 @@ impl<'a> Source<'a> {
         self.decoder.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Frame `index` ready to queue: from the cache, or decoded and encoded
-    /// now (a frame another viewer already encoded costs no OpenCV work).
-    fn picture(&self, index: u32, pts: Duration, encoder: &mut Encoder) -> Result<VideoItem, String> {
-        let jpeg = self.job.cache.get_or_encode(&self.key(index), || self.decoder().decode_to_jpeg(index, encoder))?;
+    /// Frame `index` ready to queue, with its presentation time: from the
+    /// cache, or decoded and encoded now (a frame another viewer already
+    /// encoded costs no OpenCV work).
+    fn picture(
+        &self,
+        index: u32,
+        nominal: Duration,
+        encoder: &mut Encoder,
+    ) -> Result<(Duration, VideoItem), FrameError> {
+        let decode = || self.decoder().decode_to_jpeg(index, nominal, encoder);
+        let frame = self.job.cache.get_or_encode(&self.key(index), decode)?;
         let header = FrameHeader {
             stream: self.job.id,
             sequence: index,
-            pts_micros: pts.as_micros() as u64,
+            pts_micros: frame.pts.as_micros() as u64,
             resolution: self.label.clone(),
         };
-        frame_item(&header, jpeg)
-            .ok_or_else(|| format!("frame {index} of {} exceeds the frame size limit", file_name(&self.path)))
+        let too_big = || format!("frame {index} of {} exceeds the frame size limit", file_name(&self.path));
+        let item = frame_item(&header, frame.jpeg).ok_or_else(|| FrameError::Failed(too_big()))?;
+        Ok((frame.pts, item))
     }
 }
 

@@ -135,6 +135,11 @@ pub enum ServerMessage {
         reason: EndReason,
         /// Frames sent.
         frames: u32,
+        /// The video's real frame count (fewer than `stream_start` announced
+        /// when the last frames turned out not to decode). Always sent; a
+        /// message without it is read as announcing no change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<u32>,
         /// What went wrong, for reason `error`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,

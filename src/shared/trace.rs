@@ -143,6 +143,7 @@ fn control_summary(value: &Value) -> String {
             field("stream", text(value, "stream"));
             field("reason", text(value, "reason"));
             field("frames", text(value, "frames"));
+            field("total", text(value, "total"));
         }
         _ => {}
     }

@@ -514,3 +514,47 @@ pub fn clips_at(seconds: u32, heights: &[u32]) -> std::path::PathBuf {
         })
         .clone()
 }
+
+/// The summary line a playback ends with, every field parsed (INTERFACE.md):
+/// `summary: video=V frames=R/T resolutions=L fps=F bytes=B late=N`, then
+/// only the optional ` dropped=N` and ` last=RES`.
+pub struct Summary {
+    pub video: String,
+    pub received: u32,
+    pub total: u32,
+    pub resolutions: String,
+    pub fps: f64,
+    pub bytes: u64,
+    pub late: u32,
+}
+
+impl Summary {
+    pub fn parse(line: &str) -> Summary {
+        let fields = line.strip_prefix("summary: ").unwrap_or_else(|| panic!("not a summary line: {line:?}"));
+        let fields: Vec<(&str, &str)> = fields
+            .split(' ')
+            .map(|field| field.split_once('=').unwrap_or_else(|| panic!("{field:?} is not key=value in {line:?}")))
+            .collect();
+        let keys: Vec<&str> = fields.iter().map(|(key, _)| *key).collect();
+        let fixed = ["video", "frames", "resolutions", "fps", "bytes", "late"];
+        assert_eq!(keys[..keys.len().min(6)], fixed, "fields of {line:?}");
+        assert!(keys[6..].iter().all(|key| ["dropped", "last"].contains(key)), "unknown fields in {line:?}");
+        let value = |key: &str| fields.iter().find(|(k, _)| *k == key).unwrap().1;
+        let number = |key: &str| value(key).parse::<u64>().unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"));
+        let (received, total) = value("frames").split_once('/').unwrap_or_else(|| panic!("frames in {line:?}"));
+        let fps = value("fps");
+        assert!(fps.split_once('.').is_some_and(|(_, decimals)| decimals.len() == 1), "fps {fps:?} in {line:?}");
+        if keys.contains(&"dropped") {
+            number("dropped");
+        }
+        Summary {
+            video: value("video").to_string(),
+            received: received.parse().unwrap_or_else(|e| panic!("frames in {line:?}: {e}")),
+            total: total.parse().unwrap_or_else(|e| panic!("frames in {line:?}: {e}")),
+            resolutions: value("resolutions").to_string(),
+            fps: fps.parse().unwrap_or_else(|e| panic!("fps in {line:?}: {e}")),
+            bytes: number("bytes"),
+            late: u32::try_from(number("late")).unwrap(),
+        }
+    }
+}
