@@ -87,6 +87,10 @@ pub struct ServerArgs {
     /// Memory for the shared cache of encoded video frames, in MiB (0: no cache).
     #[arg(long, default_value_t = DEFAULT_CACHE_MB, value_parser = parse_cache_mb)]
     pub cache_mb: usize,
+    /// Where every video is prepared once, all its frames encoded, so streams only read
+    /// [default: VIDEOS/.ciphercast]; `none`: no store, every stream decodes.
+    #[arg(long, value_name = "DIR|none")]
+    pub store: Option<PathBuf>,
     /// Print one line on stderr per frame sent or received (never message contents).
     #[arg(long)]
     pub trace: bool,

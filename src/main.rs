@@ -93,6 +93,12 @@ fn run_server(args: ServerArgs) -> ExitCode {
     if let Err(e) = ctrlc::set_handler(move || on_signal.trigger()) {
         error!("cannot install the Ctrl-C handler: {e}");
     }
+    // The store lives beside the videos unless told otherwise.
+    let store = match args.store.as_deref() {
+        Some(dir) if dir == std::path::Path::new("none") => None,
+        Some(dir) => Some(dir.to_path_buf()),
+        None => Some(args.videos.join(".ciphercast")),
+    };
     let config = server::Config {
         relay: args.relay,
         max_clients: args.max_clients,
@@ -100,6 +106,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
         jpeg_quality: args.jpeg_quality,
         trace: args.trace,
         cache_mb: args.cache_mb,
+        store,
     };
     match server::run(listener, config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,7 +86,7 @@ fn the_client_rejects_or_warns_about_every_tampering() {
     client.wait_for(Stream::Out, "warning: server says: \\x1b[2J\\x1b]0;owned\\x07");
     client.type_text("2\n");
     assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::ListVideos));
-    let videos = vec![VideoInfo { name: "Evil\u{1b}[31m".into(), resolutions: vec!["240p".into()] }];
+    let videos = vec![VideoInfo { name: "Evil\u{1b}[31m".into(), resolutions: vec!["240p".into()], prepared: None }];
     to_client.send(&ServerMessage::VideoList { videos }).unwrap();
     client.wait_for(Stream::Out, "  1. Evil\\x1b[31m (240p)");
     client.type_text("\n"); // back to the menu

@@ -11,7 +11,7 @@ fn client_examples() -> Vec<ClientMessage> {
         ClientMessage::Send { envelope: envelope() },
         ClientMessage::Quit,
         ClientMessage::ListVideos,
-        ClientMessage::Play { video: "v".into(), pace: Pace::Native },
+        ClientMessage::Play { video: "v".into(), pace: Pace::Native, start: None },
         ClientMessage::Stop { stream: 1 },
     ];
     for message in &all {

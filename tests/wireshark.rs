@@ -101,7 +101,7 @@ fn the_dissector_decodes_a_recorded_exchange() {
     let envelope = identity(0).seal("alice", "bob", &peer_key(identity(1)), "not in the capture").unwrap();
     alice.send(&ClientMessage::Send { envelope });
     bob.recv_until("the message", |m| matches!(m, ServerMessage::Sealed { .. }));
-    bob.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::None });
+    bob.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::None, start: None });
     for _ in 0..10_000 {
         let frame = bob.read_frame();
         if frame.kind == ciphercast::shared::frame::FrameKind::Control

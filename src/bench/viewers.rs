@@ -47,7 +47,7 @@ fn viewers_once(keys: &Arc<Vec<Identity>>, videos: &Path, count: usize, distinct
     let cpu_before = cpu_ms(server.pid());
     for (i, member) in members.iter_mut().enumerate() {
         let video = if distinct { format!("Cold_{:02}", i + 1) } else { "Video_1".into() };
-        member.send(&ClientMessage::Play { video, pace: Pace::Native })?;
+        member.send(&ClientMessage::Play { video, pace: Pace::Native, start: None })?;
     }
     let mut lateness = Vec::new();
     let (mut complete, mut interval_ms, mut delivered) = (true, 33.3, 0usize);
@@ -58,9 +58,9 @@ fn viewers_once(keys: &Arc<Vec<Identity>>, videos: &Path, count: usize, distinct
                     interval_ms = 1000.0 / fps.max(1.0);
                     complete &= frames.len() == announced as usize && announced > 0;
                     delivered += frames.len();
-                    if let Some(&(first, _)) = frames.first() {
+                    if let Some(&(first, first_pts)) = frames.first() {
                         for (arrived, pts) in frames {
-                            let due = first + Duration::from_micros(pts);
+                            let due = first + Duration::from_micros(pts.saturating_sub(first_pts));
                             lateness.push(ms(arrived.saturating_duration_since(due)));
                         }
                     }

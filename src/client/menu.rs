@@ -142,7 +142,7 @@ fn video_flow(console: &mut Console, session: &Session, media: &Receiver<Media>,
     println!("Available videos:");
     for (i, video) in videos.iter().enumerate() {
         let labels: Vec<String> = video.resolutions.iter().map(|r| visible(r).into_owned()).collect();
-        println!("  {}. {} ({})", i + 1, visible(&video.name), labels.join(", "));
+        println!("  {}. {} ({}){}", i + 1, visible(&video.name), labels.join(", "), preparing(video.prepared));
     }
     let chosen = loop {
         let answer = match ask_choice(console, "Video (number or name): ") {
@@ -183,4 +183,14 @@ fn read_message(console: &mut Console) -> Result<Option<String>, ()> {
         }
     }
     Ok(if text.is_empty() { None } else { Some(text) })
+}
+/// ` (preparing 40 %)` for a video the server is still preparing (it plays
+/// meanwhile, decoded as it goes); nothing once it is ready or without a store.
+fn preparing(prepared: Option<f64>) -> String {
+    match prepared {
+        Some(fraction) if fraction.is_finite() && fraction < 1.0 => {
+            format!(" (preparing {} %)", (fraction.max(0.0) * 100.0).floor())
+        }
+        _ => String::new(),
+    }
 }

@@ -62,14 +62,15 @@ struct Stats {
     resolutions: Vec<String>,
     bytes: u64,
     late: u32,
-    first: Option<Instant>,
+    /// When the first frame arrived, and its presentation time: the clock the others are held to.
+    first: Option<(Instant, u64)>,
     last: Option<Instant>,
     frame_interval: Duration,
 }
 
 impl Stats {
     fn record(&mut self, header: &FrameHeader, size: usize, arrived: Instant) {
-        let first = *self.first.get_or_insert(arrived);
+        let (first, first_pts) = *self.first.get_or_insert((arrived, header.pts_micros));
         self.last = Some(arrived);
         self.received += 1;
         self.bytes += size as u64;
@@ -77,7 +78,7 @@ impl Stats {
             self.resolutions.push(header.resolution.clone());
         }
         // Late: more than one frame interval after its presentation time.
-        let due = first + Duration::from_micros(header.pts_micros) + self.frame_interval;
+        let due = first + Duration::from_micros(header.pts_micros.saturating_sub(first_pts)) + self.frame_interval;
         if arrived > due {
             self.late += 1;
         }
@@ -85,7 +86,7 @@ impl Stats {
 
     fn summary(&self) -> String {
         let fps = match (self.first, self.last) {
-            (Some(first), Some(last)) if self.received > 1 && last > first => {
+            (Some((first, _)), Some(last)) if self.received > 1 && last > first => {
                 (self.received - 1) as f64 / (last - first).as_secs_f64()
             }
             _ => 0.0,
@@ -106,7 +107,7 @@ impl Stats {
 /// Plays `video` until the stream ends or is stopped; prints the summary.
 pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Display, pace: Pace) {
     session.mode.start_playing();
-    if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace }) {
+    if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace, start: None }) {
         session.printer.error(&format!("cannot ask for the video: {e}"));
         session.mode.back_to_menu();
         return;

@@ -32,6 +32,9 @@ pub struct Config {
     pub trace: bool,
     /// Budget of the shared frame cache, in MiB (0: no cache).
     pub cache_mb: usize,
+    /// The prepared library: every frame of every video encoded once, kept
+    /// here (`None`: no store, every stream decodes).
+    pub store: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             trace: false,
             cache_mb: DEFAULT_CACHE_MB,
+            store: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use super::config::Config;
 use super::decoder::Decoders;
 use super::door::Door;
 use super::live::Live;
+use super::prepare::Prepared;
 use super::registry::Registry;
 
 /// What every handler thread shares.
@@ -19,6 +20,8 @@ pub(crate) struct Context {
     pub(crate) frames: Arc<FrameCache>,
     /// Open video files, shared by every streaming thread.
     pub(crate) decoders: Arc<Decoders>,
+    /// The prepared library, shared by the preparing and every streaming thread.
+    pub(crate) prepared: Arc<Prepared>,
     /// Connections accepted that have not joined (or left) yet.
     pub(crate) door: Arc<Door>,
     /// Every connection being served.

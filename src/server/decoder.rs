@@ -77,7 +77,7 @@ impl Decoders {
             return decoder;
         }
         open.retain(|_, weak| weak.strong_count() > 0);
-        let decoder = Arc::new(Mutex::new(Decoder { path: Arc::clone(file), capture: None, position: None }));
+        let decoder = Arc::new(Mutex::new(Decoder::new(file)));
         open.insert(key, Arc::downgrade(&decoder));
         decoder
     }
@@ -103,6 +103,11 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder of `path`; the file is opened when a frame is first needed.
+    pub(crate) fn new(path: &Path) -> Decoder {
+        Decoder { path: Arc::from(path), capture: None, position: None }
+    }
+
     /// Opens the file if needed and positions it at frame `index`.
     pub(crate) fn seek(&mut self, index: u32) -> Result<&mut VideoCapture, FrameError> {
         if self.capture.is_none() {

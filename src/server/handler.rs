@@ -28,7 +28,7 @@ use log::{debug, error, info, warn};
 
 use super::context::Context;
 use super::door::PendingJoin;
-use super::library::{self, Video};
+use super::library;
 use super::live::LiveEntry;
 use super::outbox::Outbox;
 use super::registry::{Refusal, RelayError};
@@ -41,7 +41,7 @@ use crate::shared::limits::{
     CONNECTION_STACK_BYTES, JOIN_DEADLINE, MAX_FRAME_LEN, MAX_HELLO_FRAME_LEN, PROTOCOL_VERSION, VIDEO_QUEUE_FRAMES,
     WRITE_TIMEOUT,
 };
-use crate::shared::message::{ClientMessage, Envelope, LeaveReason, ServerMessage};
+use crate::shared::message::{ClientMessage, Envelope, LeaveReason, ServerMessage, VideoInfo};
 use crate::shared::names::validate_name;
 use crate::shared::video::{EndReason, Pace};
 use crate::shared::visible::visible;
@@ -169,7 +169,7 @@ impl Handler {
                     return LeaveReason::Quit;
                 }
                 Ok(ClientMessage::ListVideos) => self.handle_list_videos(),
-                Ok(ClientMessage::Play { video, pace }) => self.handle_play(video, pace),
+                Ok(ClientMessage::Play { video, pace, start }) => self.handle_play(video, pace, start.unwrap_or(0)),
                 Ok(ClientMessage::Stop { stream }) => self.handle_stop(stream),
                 Ok(ClientMessage::Hello { .. }) => self.reply_error("already joined".into()),
                 // The frame was whole, so the stream is still in step: say
@@ -240,7 +240,10 @@ impl Handler {
 
     fn handle_list_videos(&mut self) {
         let videos = match library::scan(&self.context.config.videos) {
-            Ok(videos) => videos.iter().map(Video::info).collect(),
+            Ok(videos) => videos
+                .iter()
+                .map(|video| VideoInfo { prepared: self.context.prepared.fraction(video), ..video.info() })
+                .collect(),
             Err(e) => {
                 warn!("cannot read the video directory {}: {e}", self.context.config.videos.display());
                 self.reply_error("the server cannot read its video directory".into());
@@ -252,7 +255,7 @@ impl Handler {
 
     /// Starts a streaming thread for `name`. Every outcome is answered with
     /// a stream end, so the client never waits for nothing.
-    fn handle_play(&mut self, name: String, pace: Pace) {
+    fn handle_play(&mut self, name: String, pace: Pace, start: u32) {
         self.last_stream = self.last_stream.wrapping_add(1).max(1);
         let id = self.last_stream;
         let refuse = |handler: &Self, message: String| {
@@ -281,9 +284,11 @@ impl Handler {
             id,
             video,
             pace,
+            start,
             jpeg_quality: i32::from(self.context.config.jpeg_quality),
             cache: Arc::clone(&self.context.frames),
             decoders: Arc::clone(&self.context.decoders),
+            prepared: Arc::clone(&self.context.prepared),
         };
         let flags = Arc::new(Flags::default());
         let (queue, shared) = (self.video.clone(), Arc::clone(&flags));

@@ -39,7 +39,8 @@ pub(crate) struct Video {
 impl Video {
     /// How the video is listed to clients.
     pub(crate) fn info(&self) -> VideoInfo {
-        VideoInfo { name: self.name.clone(), resolutions: self.resolutions.iter().map(|r| r.label.clone()).collect() }
+        let resolutions = self.resolutions.iter().map(|r| r.label.clone()).collect();
+        VideoInfo { name: self.name.clone(), resolutions, prepared: None }
     }
 }
 

@@ -16,7 +16,8 @@
 //! connection gets a handler thread ([`handler`]) that blocks reading from
 //! its socket and a writer thread ([`writer`]) that blocks writing to it;
 //! they share the [`registry`] of joined clients. A playback gets a
-//! streaming thread of its own ([`stream`]). [`Shutdown`] stops it all: it
+//! streaming thread of its own ([`stream`]); with a store, one background
+//! thread prepares every video once ([`prepare`]). [`Shutdown`] stops it all: it
 //! wakes the acceptor blocked in `accept()` by connecting to it; the
 //! acceptor then tells every client and wakes every handler blocked in
 //! `read` by shutting its socket down ([`live`]).
@@ -34,7 +35,9 @@ mod library;
 mod live;
 mod outbox;
 mod pacing;
+mod prepare;
 mod registry;
+mod store;
 mod stream;
 mod writer;
 
@@ -94,15 +97,18 @@ impl Shutdown {
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
     let limit = config.max_clients + MAX_PENDING_JOINS;
     let frames = Arc::new(cache::FrameCache::new(config.cache_mb.saturating_mul(1024 * 1024)));
+    let prepared = Arc::new(prepare::Prepared::new(config.store.clone(), i32::from(config.jpeg_quality)));
     let context = Arc::new(Context {
         registry: Registry::new(config.max_clients),
         config,
         frames,
         decoders: Arc::default(),
+        prepared,
         door: Arc::default(),
         live: Arc::new(Live::default()),
     });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
+    let preparing = start_preparing(&context);
 
     let mut next_id: u64 = 0;
     for accepted in listener.incoming() {
@@ -162,8 +168,30 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
     context.live.begin_closing();
     context.registry.close_all("server is shutting down");
     context.live.close_all();
+    if let Some((stop, thread)) = preparing {
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Starts the preparing thread, when there is a store.
+fn start_preparing(context: &Arc<Context>) -> Option<(Arc<AtomicBool>, thread::JoinHandle<()>)> {
+    let store = context.config.store.as_ref()?;
+    info!("store: {}", store.display());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (prepared, decoders) = (Arc::clone(&context.prepared), Arc::clone(&context.decoders));
+    let (videos, flag) = (context.config.videos.clone(), Arc::clone(&stop));
+    let spawned =
+        thread::Builder::new().name("prepare".into()).spawn(move || prepare::run(prepared, videos, decoders, flag));
+    match spawned {
+        Ok(thread) => Some((stop, thread)),
+        Err(e) => {
+            warn!("cannot start the preparing thread ({e}): videos are decoded as they play");
+            None
+        }
+    }
 }
 
 /// Turns a connection away without giving it a thread: one non-blocking

@@ -34,6 +34,8 @@ pub(crate) struct Pacer<'a, T> {
     pace: Pace,
     /// When the first picture is due: presentation times count from here.
     started: Instant,
+    /// The first picture's presentation time (a stream may start mid-video).
+    origin: Option<Duration>,
     /// Encoded pictures with the moment each is due, in order.
     ready: VecDeque<(Instant, T)>,
     /// Pictures handed to the writer so far.
@@ -44,16 +46,17 @@ impl<'a, T> Pacer<'a, T> {
     /// Starts the clock: the first picture is due now.
     pub(crate) fn new(queue: &'a Sender<T>, stop: &'a AtomicBool, pace: Pace) -> Pacer<'a, T> {
         let ready = VecDeque::with_capacity(LOOKAHEAD_FRAMES);
-        Pacer { queue, stop, pace, started: Instant::now(), ready, sent: 0 }
+        Pacer { queue, stop, pace, started: Instant::now(), origin: None, ready, sent: 0 }
     }
 
-    /// Takes a picture due `pts` after the start. Sends whatever is due
+    /// Takes a picture due `pts` after the first one's. Sends whatever is due
     /// first, and if [`LOOKAHEAD_FRAMES`] are waiting, waits for the oldest's
     /// time and sends it. False if the stream was stopped or the viewer is gone.
     pub(crate) fn push(&mut self, pts: Duration, item: T) -> bool {
         while self.send_due() {
             if self.ready.len() < LOOKAHEAD_FRAMES {
-                self.ready.push_back((self.started + pts, item));
+                let origin = *self.origin.get_or_insert(pts);
+                self.ready.push_back((self.started + pts.saturating_sub(origin), item));
                 return true;
             }
             self.nap();

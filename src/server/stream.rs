@@ -1,11 +1,13 @@
 //! The streaming thread: one per playback, started and joined by the
 //! viewer's handler thread.
 //!
-//! Its whole job, frame after frame of the plan: take the picture (from the
-//! shared [`FrameCache`] if another viewer already encoded it, else decode
-//! it from the file and encode it as JPEG), wait for its presentation time
-//! ([`Pacer`]), and queue it for the viewer's writer thread. A frame that
-//! does not decode is skipped (and logged); the stream goes on.
+//! Its whole job, frame after frame of the plan: take the picture, wait for
+//! its presentation time ([`Pacer`]), and queue it for the viewer's writer
+//! thread. The picture comes from the first of these that has it: the
+//! prepared library on disk ([`store`](super::store): read, no OpenCV work),
+//! the shared [`FrameCache`] (another viewer encoded it a moment ago), or the
+//! file itself (decode, encode as JPEG). A frame that does not decode is
+//! skipped (and logged); the stream goes on.
 //!
 //! Because playback runs on its own thread and touches neither the registry
 //! nor a socket, a client joining mid-stream cannot disturb it — the
@@ -22,9 +24,11 @@ use crossbeam_channel::Sender;
 use log::{info, warn};
 
 use super::cache::{FrameCache, FrameKey};
-use super::decoder::{Decoder, Decoders, Encoder, FrameError, file_name};
+use super::decoder::{Decoder, Decoders, Encoder, FileInfo, FrameError, file_name};
 use super::library::{Resolution, Video};
 use super::pacing::Pacer;
+use super::prepare::Prepared;
+use super::store::{Reader, Slice};
 use crate::shared::frame::{FrameKind, HEADER_LEN};
 use crate::shared::limits::MAX_FRAME_LEN;
 use crate::shared::message::{ServerMessage, encode};
@@ -38,8 +42,8 @@ pub(crate) enum VideoItem {
     Frame {
         /// Frame header and video header.
         head: Vec<u8>,
-        /// The JPEG bytes, shareable among viewers.
-        jpeg: Arc<[u8]>,
+        /// The JPEG bytes, shared with other viewers.
+        jpeg: Slice,
     },
 }
 
@@ -61,12 +65,16 @@ pub(crate) struct Job {
     pub(crate) video: Video,
     /// How fast to send.
     pub(crate) pace: Pace,
+    /// The first frame to send.
+    pub(crate) start: u32,
     /// JPEG quality, 1–100.
     pub(crate) jpeg_quality: i32,
     /// Frames already encoded, shared by every viewer.
     pub(crate) cache: Arc<FrameCache>,
     /// Open files, shared by every viewer.
     pub(crate) decoders: Arc<Decoders>,
+    /// The prepared library.
+    pub(crate) prepared: Arc<Prepared>,
 }
 
 /// How a stream ended, for its end message.
@@ -111,16 +119,23 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
 }
 
 fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
-    let sources: Vec<Source> = job.video.resolutions.iter().map(|r| Source::new(r, job)).collect();
+    let mut sources: Vec<Source> = job.video.resolutions.iter().map(|r| Source::new(r, job)).collect();
     let Plan { start, fps, total, parts } = match plan(job, &sources) {
         Ok(plan) => plan,
         Err(message) => return Ended::failed(0, 0, message),
     };
+    if job.start >= total {
+        return Ended::failed(0, total, format!("{} has no frame {} (it has {total})", job.video.name, job.start));
+    }
+    // From `start` on, each part of the plan: (source, first frame, last frame).
+    let parts: Vec<(usize, u32, u32)> =
+        parts.into_iter().filter(|&(_, _, last)| last >= job.start).map(|(i, f, l)| (i, f.max(job.start), l)).collect();
     // Position each part's file at its first frame before the clock starts,
     // so a change of resolution mid-stream costs no seek (unless the frame
-    // is cached already, which costs nothing at all).
+    // is prepared or cached already, which costs no decoding at all).
     for &(i, first, _) in &parts {
-        if !job.cache.contains(&sources[i].key(first))
+        if sources[i].reader.is_none()
+            && !job.cache.contains(&sources[i].key(first))
             && let Err(FrameError::Failed(message)) = sources[i].decoder().seek(first)
         {
             return Ended::failed(0, total, message);
@@ -199,7 +214,7 @@ struct Plan {
     start: ServerMessage,
     /// Frames per second.
     fps: f64,
-    /// Frames in the plan.
+    /// Frames in the video (the plan covers them all).
     total: u32,
     /// Each part of the plan: (source, first frame, last frame).
     parts: Vec<(usize, u32, u32)>,
@@ -210,7 +225,7 @@ struct Plan {
 fn plan(job: &Job, sources: &[Source]) -> Result<Plan, String> {
     let mut infos = Vec::with_capacity(sources.len());
     for source in sources {
-        infos.push(job.decoders.info(&source.path, source.modified)?);
+        infos.push(source.info()?);
     }
     let total = infos.iter().map(|i| i.frames).min().unwrap_or(0);
     let fps = infos.first().map_or(30.0, |i| i.fps);
@@ -230,6 +245,8 @@ struct Source<'a> {
     label: String,
     path: Arc<Path>,
     modified: Option<SystemTime>,
+    /// Where this stream reads the file's prepared frames, if they are ready.
+    reader: Option<Reader>,
     /// Shared with every other stream of this file.
     decoder: Arc<Mutex<Decoder>>,
 }
@@ -238,8 +255,17 @@ impl<'a> Source<'a> {
     fn new(resolution: &Resolution, job: &'a Job) -> Source<'a> {
         let path: Arc<Path> = Arc::from(resolution.path.as_path());
         let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let reader = job.prepared.entry(&path).map(Reader::new);
         let decoder = job.decoders.decoder(&path, modified);
-        Source { job, label: resolution.label.clone(), path, modified, decoder }
+        Source { job, label: resolution.label.clone(), path, modified, reader, decoder }
+    }
+
+    /// Frame count and rate: the store's exact ones, or the file's probed.
+    fn info(&self) -> Result<FileInfo, String> {
+        match &self.reader {
+            Some(reader) => Ok(FileInfo { frames: reader.frames(), fps: reader.fps() }),
+            None => self.job.decoders.info(&self.path, self.modified),
+        }
     }
 
     fn key(&self, index: u32) -> FrameKey {
@@ -251,31 +277,52 @@ impl<'a> Source<'a> {
     }
 
     /// Frame `index` ready to queue, with its presentation time: from the
-    /// cache, or decoded and encoded now (a frame another viewer already
-    /// encoded costs no OpenCV work).
+    /// store, from the cache, or decoded and encoded now.
     fn picture(
-        &self,
+        &mut self,
         index: u32,
         nominal: Duration,
         encoder: &mut Encoder,
     ) -> Result<(Duration, VideoItem), FrameError> {
-        let decode = || self.decoder().decode_to_jpeg(index, nominal, encoder);
-        let frame = self.job.cache.get_or_encode(&self.key(index), decode)?;
+        let (jpeg, pts) = match self.prepared(index) {
+            Some(frame) => frame?,
+            None => {
+                let decode = || self.decoder().decode_to_jpeg(index, nominal, encoder);
+                let frame = self.job.cache.get_or_encode(&self.key(index), decode)?;
+                (Slice::from(frame.jpeg), frame.pts)
+            }
+        };
         let header = FrameHeader {
             stream: self.job.id,
             sequence: index,
-            pts_micros: frame.pts.as_micros() as u64,
+            pts_micros: pts.as_micros() as u64,
             resolution: self.label.clone(),
         };
         let too_big = || format!("frame {index} of {} exceeds the frame size limit", file_name(&self.path));
-        let item = frame_item(&header, frame.jpeg).ok_or_else(|| FrameError::Failed(too_big()))?;
-        Ok((frame.pts, item))
+        let item = frame_item(&header, jpeg).ok_or_else(|| FrameError::Failed(too_big()))?;
+        Ok((pts, item))
+    }
+
+    /// Frame `index` from the store, if this file is prepared. A store file
+    /// that cannot be read is given up for this stream (it decodes from
+    /// here on) and handed back to the preparer.
+    fn prepared(&mut self, index: u32) -> Option<Result<(Slice, Duration), FrameError>> {
+        match self.reader.as_mut()?.frame(index) {
+            Ok(Some(frame)) => Some(Ok(frame)),
+            Ok(None) => Some(Err(FrameError::Damaged)),
+            Err(e) => {
+                warn!("{}: the store failed ({e}); decoding instead", file_name(&self.path));
+                self.job.prepared.spoiled(&self.path);
+                self.reader = None;
+                None
+            }
+        }
     }
 }
 
 /// Builds the queued picture: the frame header (length, kind 1), the video
 /// header, then the JPEG. `None` if it would exceed the frame size limit.
-fn frame_item(header: &FrameHeader, jpeg: Arc<[u8]>) -> Option<VideoItem> {
+fn frame_item(header: &FrameHeader, jpeg: Slice) -> Option<VideoItem> {
     let mut head = Vec::with_capacity(HEADER_LEN + 24);
     head.extend_from_slice(&[0; 4]);
     head.push(FrameKind::Video as u8);

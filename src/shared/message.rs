@@ -46,6 +46,9 @@ pub enum ClientMessage {
         video: String,
         /// How fast to send.
         pace: Pace,
+        /// The first frame to send (the plan applies from there); 0 if left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<u32>,
     },
     /// Stop a stream early; it ends with reason `stopped`.
     Stop {
@@ -147,12 +150,16 @@ pub enum ServerMessage {
 }
 
 /// One video of the library.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoInfo {
     /// Its name, e.g. `Video_1`.
     pub name: String,
     /// Its resolution labels from lowest to highest, e.g. `["240p", "720p"]`.
     pub resolutions: Vec<String>,
+    /// How much of it the server has prepared, from 0.0 to 1.0; left out by
+    /// a server without a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<f64>,
 }
 
 /// One registry entry as it travels on the wire.
