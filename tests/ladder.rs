@@ -101,11 +101,18 @@ fn listed(client: &mut TestClient) -> Vec<(String, Vec<String>)> {
     }
 }
 
+/// What a viewer saw of one playback.
+struct Playback {
+    /// The plan from `stream_start`, as (label, first, last).
+    plan: Vec<(String, u32, u32)>,
+    /// Each frame's resolution label and the height its JPEG decodes to.
+    frames: Vec<(String, i32)>,
+    end: EndReason,
+}
+
 /// Plays `video` as fast as the client reads (the `play` message as JSON,
-/// so that options added to it later leave this test as it is). Returns the
-/// plan as (label, first, last), each frame's label and decoded height, and
-/// how the stream ended.
-fn play(client: &mut TestClient, video: &str) -> (Vec<(String, u32, u32)>, Vec<(String, i32)>, EndReason) {
+/// so that options added to it later leave this test as it is).
+fn play(client: &mut TestClient, video: &str) -> Playback {
     let play = format!(r#"{{"type":"play","video":"{video}","pace":"none"}}"#);
     client.send_raw(&encode_frame(FrameKind::Control, play.as_bytes()).unwrap());
     let (mut plan, mut frames) = (Vec::new(), Vec::new());
@@ -122,7 +129,7 @@ fn play(client: &mut TestClient, video: &str) -> (Vec<(String, u32, u32)>, Vec<(
             ServerMessage::StreamStart { plan: parts, .. } => {
                 plan = parts.into_iter().map(|p| (p.resolution, p.first, p.last)).collect();
             }
-            ServerMessage::StreamEnd { reason, .. } => return (plan, frames, reason),
+            ServerMessage::StreamEnd { reason, .. } => return Playback { plan, frames, end: reason },
             _ => {}
         }
     }
@@ -159,12 +166,13 @@ fn a_ladder_made_from_a_clip_lists_as_three_resolutions_and_streams_in_thirds() 
     let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
     let labels: Vec<String> = ["240p", "720p", "1440p"].map(String::from).to_vec();
     assert_eq!(listed(&mut viewer), [("Lecture".to_string(), labels)]);
-    let (plan, frames, end) = play(&mut viewer, "Lecture");
-    let plan: Vec<(&str, u32, u32)> = plan.iter().map(|(label, first, last)| (label.as_str(), *first, *last)).collect();
+    let got = play(&mut viewer, "Lecture");
+    let plan: Vec<(&str, u32, u32)> =
+        got.plan.iter().map(|(label, first, last)| (label.as_str(), *first, *last)).collect();
     assert_eq!(plan, [("240p", 0, 11), ("720p", 12, 23), ("1440p", 24, 35)]);
-    assert_eq!(end, EndReason::Finished);
-    assert_eq!(frames.len(), 36);
-    for (i, (label, height)) in frames.iter().enumerate() {
+    assert_eq!(got.end, EndReason::Finished);
+    assert_eq!(got.frames.len(), 36);
+    for (i, (label, height)) in got.frames.iter().enumerate() {
         let expected = [240, 720, 1440][i / 12];
         assert_eq!((label.as_str(), *height), (format!("{expected}p").as_str(), expected), "frame {i}");
     }
@@ -283,11 +291,11 @@ fn a_plain_file_beside_its_ladder_and_hidden_files_are_not_listed() {
         listed(&mut viewer),
         [("Solo".to_string(), labels(&["72p"])), ("Video_1".to_string(), labels(&["24p", "48p", "96p"]))]
     );
-    let (plan, _, end) = play(&mut viewer, "Video_1");
-    assert_eq!(end, EndReason::Finished);
-    assert_eq!(plan.iter().map(|(label, ..)| label.as_str()).collect::<Vec<_>>(), ["24p", "48p", "96p"]);
+    let got = play(&mut viewer, "Video_1");
+    assert_eq!(got.end, EndReason::Finished);
+    assert_eq!(got.plan.iter().map(|(label, ..)| label.as_str()).collect::<Vec<_>>(), ["24p", "48p", "96p"]);
     for hidden in [".secret", ".Video_2"] {
-        let (_, frames, end) = play(&mut viewer, hidden);
-        assert_eq!((frames.len(), end), (0, EndReason::Error), "{hidden} was played");
+        let got = play(&mut viewer, hidden);
+        assert_eq!((got.frames.len(), got.end), (0, EndReason::Error), "{hidden} was played");
     }
 }
