@@ -11,6 +11,8 @@ VIDEOS ?= videos
 SERVER ?= 127.0.0.1:8005
 NAME   ?=
 DISPLAY_MODE ?= auto
+FROM   ?=
+FORCE  ?=
 
 BIN := target/debug/ciphercast
 
@@ -66,8 +68,10 @@ test: deps
 	$(CARGO) test
 
 # Video_1 and Video_2 at 240p, 720p and 1440p, 10 s each (about 20 s to make).
+# FROM=FILE (or FROM="a.mp4 b.avi"): instead, the 240p, 720p and 1440p
+# ladder of your own file(s); FORCE=1 replaces files made before.
 videos: build
-	$(BIN) videos --out $(VIDEOS)
+	$(BIN) videos --out $(VIDEOS) $(if $(FROM),--from $(FROM) $(if $(FORCE),--force))
 
 run-server: build ensure-videos
 	$(BIN) server --bind $(BIND) --port $(PORT) --videos $(VIDEOS)

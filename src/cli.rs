@@ -34,9 +34,9 @@ pub enum Command {
         after_help = "Examples:\n  ciphercast client --name alice\n  ciphercast client --server 192.168.1.20:8005 --identity alice.pem\n  printf '1\\nbob\\nhello\\n3\\n' | ciphercast client --name alice"
     )]
     Client(ClientArgs),
-    /// Generate the demo videos Video_1 and Video_2 at several resolutions.
+    /// Generate the demo videos Video_1 and Video_2 at several resolutions, or the ladder of your own files (--from).
     #[command(
-        after_help = "Examples:\n  ciphercast videos\n  ciphercast videos --out /tmp/clips --seconds 2 --fps 10 --heights 24,48,96"
+        after_help = "Examples:\n  ciphercast videos\n  ciphercast videos --out /tmp/clips --seconds 2 --fps 10 --heights 24,48,96\n  ciphercast videos --from lecture.mp4\n  ciphercast videos --from a.mp4 b.avi --heights 360,720 --out /tmp/library --force"
     )]
     Videos(VideosArgs),
     /// Measure joins, chat latency, concurrent viewers and memory; results to target/bench/results.json.
@@ -128,15 +128,22 @@ pub struct VideosArgs {
     /// Directory to write to (created if missing).
     #[arg(long, default_value = "videos")]
     pub out: PathBuf,
-    /// Length of each video in seconds.
-    #[arg(long, default_value_t = 10.0)]
+    /// Length of each demo video in seconds.
+    #[arg(long, default_value_t = 10.0, conflicts_with = "from")]
     pub seconds: f64,
-    /// Frames per second.
-    #[arg(long, default_value_t = 30.0)]
+    /// Frames per second of the demo videos.
+    #[arg(long, default_value_t = 30.0, conflicts_with = "from")]
     pub fps: f64,
     /// Heights to generate, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [240u32, 720, 1440])]
     pub heights: Vec<u32>,
+    /// Make NAME_<height>p.mp4 for each height from each FILE (NAME: the file's name without its extension),
+    /// instead of the demo videos. Pictures only: audio is not carried.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub from: Vec<PathBuf>,
+    /// With --from: replace output files that already exist.
+    #[arg(long, requires = "from")]
+    pub force: bool,
 }
 
 fn parse_cache_mb(text: &str) -> Result<usize, String> {
@@ -174,5 +181,23 @@ mod tests {
         let Command::Client(args) = cli.command else { panic!("not a client") };
         assert_eq!(args.server, "127.0.0.1:8005");
         assert!(Cli::try_parse_from(["ciphercast", "server", "--max-clients", "0"]).is_err());
+    }
+
+    #[test]
+    fn videos_from_takes_files_and_refuses_the_demo_options() {
+        let cli = Cli::parse_from(["ciphercast", "videos", "--from", "a.mp4", "b.avi", "--heights", "24,48"]);
+        let Command::Videos(args) = cli.command else { panic!("not videos") };
+        assert_eq!(args.from, [PathBuf::from("a.mp4"), PathBuf::from("b.avi")]);
+        assert_eq!((args.heights, args.force), (vec![24, 48], false));
+        for demo_option in [["--seconds", "2"], ["--fps", "10"]] {
+            let mut line = vec!["ciphercast", "videos", "--from", "a.mp4"];
+            line.extend(demo_option);
+            let error = Cli::try_parse_from(line).expect_err("accepted with a demo option");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{error}");
+        }
+        assert!(Cli::try_parse_from(["ciphercast", "videos", "--force"]).is_err(), "--force without --from");
+        let cli = Cli::parse_from(["ciphercast", "videos", "--seconds", "2"]);
+        let Command::Videos(args) = cli.command else { panic!("not videos") };
+        assert!(args.from.is_empty() && args.seconds == 2.0);
     }
 }

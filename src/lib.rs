@@ -12,7 +12,8 @@
 //!   thread per playback.
 //! - [`client`]: the interactive client: a reader thread for the network,
 //!   the main thread for the menu.
-//! - [`videos`]: the generator of the demo video library.
+//! - [`videos`]: the files of the video library: the demo clips, and the
+//!   resolution ladder made from a file you bring (`videos --from`).
 //! - [`cli`]: the command line, shared by `main.rs` and the tests.
 //!
 //! `ciphercast bench` is not part of the library: it lives beside the

@@ -7,6 +7,8 @@ mod bench;
 
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use log::error;
@@ -53,6 +55,9 @@ fn quiet_ffmpeg() {
 }
 
 fn run_videos(args: VideosArgs) -> ExitCode {
+    if !args.from.is_empty() {
+        return run_ladder(args);
+    }
     let spec = videos::Spec { out: args.out, seconds: args.seconds, fps: args.fps, heights: args.heights };
     match videos::generate(&spec) {
         Ok(files) => {
@@ -64,6 +69,25 @@ fn run_videos(args: VideosArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `ciphercast videos --from`: Ctrl-C stops the file being made, and its
+/// unfinished files are removed before the process exits.
+fn run_ladder(args: VideosArgs) -> ExitCode {
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = Arc::clone(&stop);
+    if let Err(e) = ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst)) {
+        error!("cannot install the Ctrl-C handler: {e}");
+    }
+    let request =
+        videos::ladder::Request { inputs: args.from, heights: args.heights, out: args.out, force: args.force };
+    match videos::ladder::make(&request, &stop) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
         }
     }
 }

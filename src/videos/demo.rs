@@ -1,4 +1,5 @@
-//! `ciphercast videos`: generates the demo library with OpenCV's VideoWriter.
+//! The demo library, drawn with OpenCV's VideoWriter: what `ciphercast
+//! videos` makes without `--from`.
 //!
 //! Runs on the main thread of `ciphercast videos` (and of `ciphercast bench`,
 //! for its own clips).
@@ -80,13 +81,15 @@ pub fn generate(spec: &Spec) -> Result<Vec<PathBuf>, GenerateError> {
     Ok(written)
 }
 
-/// Whether `dir` holds at least one file that looks like a video.
+/// Whether `dir` holds at least one file that looks like a video (hidden
+/// files, which the library never lists, do not count).
 pub fn has_videos(dir: &Path) -> bool {
     fs::read_dir(dir)
         .map(|entries| {
             entries.flatten().any(|e| {
                 let name = e.file_name();
-                crate::shared::video::is_video_file(&name.to_string_lossy())
+                let name = name.to_string_lossy();
+                !name.starts_with('.') && crate::shared::video::is_video_file(&name)
             })
         })
         .unwrap_or(false)
