@@ -31,8 +31,8 @@ FUZZ_SECONDS ?= 300
 .PHONY: deps build install test videos ensure-videos run-server run-client fuzz demo demo-script bench
 
 deps:
-	@command -v cargo >/dev/null 2>&1 || { echo "make deps: Rust is not installed; install it with rustup, version 1.88 or newer"; exit 1; }
-	@rustc --version | awk '{ split($$2, v, "."); if (v[1] == 1 && v[2] < 88) { print "make deps: " $$0 " is too old; ciphercast needs Rust 1.88 or newer (rustup update)"; exit 1 } }'
+	@command -v cargo >/dev/null 2>&1 || { echo "make deps: Rust is not installed; install it with rustup, version 1.89 or newer"; exit 1; }
+	@rustc --version | awk '{ split($$2, v, "."); if (v[1] == 1 && v[2] < 89) { print "make deps: " $$0 " is too old; ciphercast needs Rust 1.89 or newer (rustup update)"; exit 1 } }'
 	@if command -v rustup >/dev/null 2>&1 && ! (cargo fmt --version && cargo clippy --version) >/dev/null 2>&1; then \
 	  rustup component add rustfmt clippy; \
 	fi

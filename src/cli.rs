@@ -144,6 +144,10 @@ pub struct VideosArgs {
     /// With --from: replace output files that already exist.
     #[arg(long, requires = "from")]
     pub force: bool,
+    /// Instead of making videos: remove the entries of the server's store DIR
+    /// (e.g. videos/.ciphercast) whose source file is gone or changed.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["from", "seconds", "fps", "heights", "out"])]
+    pub clean_store: Option<PathBuf>,
 }
 
 fn parse_cache_mb(text: &str) -> Result<usize, String> {

@@ -55,6 +55,9 @@ fn quiet_ffmpeg() {
 }
 
 fn run_videos(args: VideosArgs) -> ExitCode {
+    if let Some(store) = &args.clean_store {
+        return run_clean_store(store);
+    }
     if !args.from.is_empty() {
         return run_ladder(args);
     }
@@ -68,6 +71,31 @@ fn run_videos(args: VideosArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `ciphercast videos --clean-store DIR`.
+fn run_clean_store(store: &std::path::Path) -> ExitCode {
+    if !store.is_dir() {
+        eprintln!("error: {} is not a store directory", store.display());
+        return ExitCode::from(2);
+    }
+    match server::clean_store(store) {
+        Ok(cleaned) => {
+            let busy =
+                if cleaned.busy > 0 { format!(", {} being prepared left alone", cleaned.busy) } else { String::new() };
+            println!(
+                "removed {} entries ({:.1} MB) whose source is gone; kept {}{busy}",
+                cleaned.removed,
+                cleaned.bytes as f64 / 1e6,
+                cleaned.kept
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot clean {}: {e}", store.display());
             ExitCode::from(1)
         }
     }

@@ -8,18 +8,24 @@
 //! resolution of it. Hidden files (names starting with `.`) are never
 //! listed: half-written renditions and the server's own store live under
 //! such names. The directory is read each time a client asks, so files
-//! dropped in appear without a restart. A name from the network is only
+//! dropped in appear without a restart (a plain file's height is probed
+//! once per version of it, and an unreadable one reported once). A name
+//! from the network is only
 //! ever compared with this listing: no path built from client input is
 //! ever opened.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::SystemTime;
 
 use log::{debug, warn};
 use opencv::prelude::*;
-use opencv::videoio::{CAP_FFMPEG, CAP_PROP_FRAME_HEIGHT, VideoCapture};
+use opencv::videoio::CAP_PROP_FRAME_HEIGHT;
+
+use super::decoder;
 
 use crate::shared::message::VideoInfo;
 use crate::shared::video::parse_file_name;
@@ -85,10 +91,7 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Vec<Video>> {
             // No height in the name: ask the file.
             None => match probe_height(&path) {
                 Some(height) => height,
-                None => {
-                    warn!("{}: not a readable video, skipped", path.display());
-                    continue;
-                }
+                None => continue,
             },
         };
         let resolution = Resolution { label: format!("{height}p"), height, path };
@@ -112,13 +115,30 @@ pub(crate) fn find(dir: &Path, name: &str) -> io::Result<Option<Video>> {
     Ok(scan(dir)?.into_iter().find(|v| v.name == name))
 }
 
-/// The frame height OpenCV's FFmpeg backend reads (asked to guess,
-/// OpenCV also tries GStreamer, which prints errors of its own).
+/// A file as it is on disk now: a replaced file is probed again.
+type FileVersion = (PathBuf, u64, Option<SystemTime>);
+
+/// The frame height of a file without one in its name, as FFmpeg reads it:
+/// probed once per version of the file, and reported once if it is not a
+/// readable video (the directory is read at every listing and every scan).
 fn probe_height(path: &Path) -> Option<u32> {
-    let capture = VideoCapture::from_file(path, CAP_FFMPEG).ok()?;
-    if !capture.is_opened().unwrap_or(false) {
-        return None;
+    static PROBED: OnceLock<Mutex<HashMap<FileVersion, Option<u32>>>> = OnceLock::new();
+    let metadata = fs::metadata(path).ok()?;
+    let key = (path.to_path_buf(), metadata.len(), metadata.modified().ok());
+    let probed = PROBED.get_or_init(Mutex::default);
+    if let Some(height) = probed.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        return *height;
     }
-    let height = capture.get(CAP_PROP_FRAME_HEIGHT).ok()?;
-    (height >= 1.0).then_some(height as u32)
+    let height = decoder::open(path)
+        .ok()
+        .and_then(|capture| capture.get(CAP_PROP_FRAME_HEIGHT).ok())
+        .filter(|&h| h >= 1.0)
+        .map(|h| h as u32);
+    if height.is_none() {
+        warn!("{}: not a readable video, skipped", path.display());
+    }
+    let mut probed = probed.lock().unwrap_or_else(PoisonError::into_inner);
+    probed.retain(|(known, _, _), _| known != path);
+    probed.insert(key, height);
+    height
 }

@@ -53,6 +53,7 @@ use log::{error, info, warn};
 pub use config::{Config, RelayMode};
 use context::Context;
 use live::Live;
+pub use prepare::{Cleaned, clean_store};
 use registry::Registry;
 
 use crate::shared::limits::{CONNECTION_STACK_BYTES, MAX_PENDING_JOINS};

@@ -71,19 +71,22 @@ impl Prepared {
         Prepared { dir, quality, files: Mutex::default(), open: Mutex::default() }
     }
 
-    /// How much of `video` is prepared, from 0.0 to 1.0; `None` without a store.
+    /// How much of `video` is prepared, from 0.0 to 1.0; `None` without a
+    /// store, or when a file of it cannot be prepared (it is decoded as it
+    /// plays, as without a store).
     pub(crate) fn fraction(&self, video: &Video) -> Option<f64> {
         self.dir.as_ref()?;
         let files = lock(&self.files);
         let of_file = |path: &Path| match files.get(path) {
             Some((version_then, progress)) if version(path) == Some(*version_then) => match progress {
-                Progress::Ready(_) => 1.0,
-                Progress::Preparing(fraction) => *fraction,
-                Progress::Waiting | Progress::Failed => 0.0,
+                Progress::Ready(_) => Some(1.0),
+                Progress::Preparing(fraction) => Some(*fraction),
+                Progress::Waiting => Some(0.0),
+                Progress::Failed => None,
             },
-            _ => 0.0,
+            _ => Some(0.0),
         };
-        let sum: f64 = video.resolutions.iter().map(|r| of_file(&r.path)).sum();
+        let sum: f64 = video.resolutions.iter().map(|r| of_file(&r.path)).sum::<Option<f64>>()?;
         Some(sum / video.resolutions.len().max(1) as f64)
     }
 
@@ -398,6 +401,58 @@ fn read_sources(dir: &Path) -> HashMap<PathBuf, (Version, String)> {
         }
     }
     known
+}
+
+/// What `ciphercast videos --clean-store` did.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    /// Entries removed: their source files are gone or changed.
+    pub removed: usize,
+    /// Bytes those entries took.
+    pub bytes: u64,
+    /// Entries kept.
+    pub kept: usize,
+    /// Entries left alone because a server is preparing them right now.
+    pub busy: usize,
+}
+
+/// Removes every entry of the store `dir` none of whose source files is
+/// still there as it was, with its sources, lock and temporary files.
+pub fn clean_store(dir: &Path) -> io::Result<Cleaned> {
+    let mut cleaned = Cleaned::default();
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .flatten()
+        .map(|file| file.file_name().to_string_lossy().into_owned())
+        .filter_map(|name| Some(name.split_once('.')?.0.to_string()))
+        .filter(|stem| store::is_entry_stem(stem))
+        .map(|stem| format!("{stem}.frames"))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let frames = dir.join(&name);
+        if read_entry_sources(dir, &name).iter().any(Source::unchanged) {
+            cleaned.kept += 1;
+            continue;
+        }
+        // A server preparing this entry holds its lock: leave it be.
+        let Some(_lock) = take_lock(&frames.with_extension("lock"))? else {
+            cleaned.busy += 1;
+            continue;
+        };
+        if let Ok(metadata) = fs::metadata(&frames) {
+            cleaned.removed += 1;
+            cleaned.bytes += metadata.len();
+        }
+        let stem = name.trim_end_matches(".frames");
+        for file in fs::read_dir(dir)?.flatten() {
+            let file_name = file.file_name().to_string_lossy().into_owned();
+            if file_name.split_once('.').is_some_and(|(s, _)| s == stem) {
+                fs::remove_file(file.path())?;
+            }
+        }
+    }
+    Ok(cleaned)
 }
 
 /// The absolute path of a file without links, as sources files record it.

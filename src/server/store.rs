@@ -66,6 +66,18 @@ pub(crate) fn entry_name(hash: &str, quality: i32) -> String {
     format!("{hash}-q{quality}.frames")
 }
 
+/// Whether `stem` (a file name up to its first dot) names a store entry:
+/// 32 hex digits, `-q`, a quality. Nothing else in a directory is ever
+/// taken for part of the store.
+pub(crate) fn is_entry_stem(stem: &str) -> bool {
+    stem.split_once("-q").is_some_and(|(hash, quality)| {
+        hash.len() == 32
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            && !quality.is_empty()
+            && quality.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// A store file, open for reading and shared by every stream of its rendition.
 pub(crate) struct Entry {
     file: File,
@@ -287,8 +299,17 @@ impl Deref for Slice {
 /// One stream's reading position in one store file.
 pub(crate) struct Reader {
     entry: Arc<Entry>,
-    /// The frames read last: their indices and bytes.
-    segment: Option<(Range<usize>, u64, Arc<[u8]>)>,
+    /// The frames read last.
+    segment: Option<Segment>,
+}
+
+/// Consecutive frames read at once.
+struct Segment {
+    /// Their indices.
+    frames: Range<usize>,
+    /// Where the first one starts in the file.
+    base: u64,
+    bytes: Arc<[u8]>,
 }
 
 impl Reader {
@@ -315,18 +336,18 @@ impl Reader {
         if record.len == 0 {
             return Ok(None);
         }
-        let cached = self.segment.as_ref().is_some_and(|(frames, _, _)| frames.contains(&i));
-        if !cached {
-            self.segment = Some(self.read_segment(i)?);
-        }
-        let Some((_, base, bytes)) = &self.segment else { return Err("no segment".into()) };
-        let start = (record.offset - base) as usize;
-        let slice = Slice { bytes: Arc::clone(bytes), range: start..start + record.len as usize };
+        let segment = match self.segment.take() {
+            Some(segment) if segment.frames.contains(&i) => segment,
+            _ => self.read_segment(i)?,
+        };
+        let start = (record.offset - segment.base) as usize;
+        let slice = Slice { bytes: Arc::clone(&segment.bytes), range: start..start + record.len as usize };
+        self.segment = Some(segment);
         Ok(Some((slice, Duration::from_micros(record.pts_micros))))
     }
 
     /// Reads frames `first…` up to [`SEGMENT_FRAMES`] or [`SEGMENT_BYTES`].
-    fn read_segment(&self, first: usize) -> Result<(Range<usize>, u64, Arc<[u8]>), String> {
+    fn read_segment(&self, first: usize) -> Result<Segment, String> {
         // Frames lie back to back (checked by `Entry::open`), so a segment is one range of bytes.
         let index = &self.entry.index;
         let base = index[first].offset;
@@ -338,7 +359,7 @@ impl Reader {
         let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, (end_of(end - 1) - base) as usize).collect();
         let buffer = Arc::get_mut(&mut bytes).ok_or("segment shared before it was read")?;
         self.entry.file.read_exact_at(buffer, base).map_err(|e| format!("store read: {e}"))?;
-        Ok((first..end, base, bytes))
+        Ok(Segment { frames: first..end, base, bytes })
     }
 }
 
