@@ -14,7 +14,13 @@ DISPLAY_MODE ?= auto
 FROM   ?=
 FORCE  ?=
 
-BIN := target/debug/ciphercast
+# Everything runs the release build, and `make test` builds that same one,
+# so `make test` then `make run-server` compiles nothing twice. Why not the
+# debug build: a class-sized session on one 2-core machine (30 clients, 5 of
+# them playing in the terminal player) ran at 12 fps debug against 16 fps
+# release (docs/BENCHMARKS.md, "Debug or release"). A quick edit-and-test
+# loop is still `cargo test` (debug: seconds to rebuild, not a minute).
+BIN := target/release/ciphercast
 
 # Debian/Ubuntu packages: OpenCV, clang + libclang (opencv's binding
 # generator), pkg-config (how the opencv crate finds OpenCV); Xvfb and
@@ -56,7 +62,7 @@ deps:
 	fi
 
 build: deps
-	$(CARGO) build
+	$(CARGO) build --release
 
 # `ciphercast` on the PATH: a release build copied into ~/.cargo/bin.
 install: deps
@@ -65,7 +71,7 @@ install: deps
 test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test
+	$(CARGO) test --release
 
 # Video_1 and Video_2 at 240p, 720p and 1440p, 10 s each (about 20 s to make).
 # FROM=FILE (or FROM="a.mp4 b.avi"): instead, the 240p, 720p and 1440p
@@ -80,9 +86,8 @@ ensure-videos: build
 	@if [ -z "$(VIDEO_FILES)" ]; then echo "No videos in $(VIDEOS)/: generating the demo videos"; $(BIN) videos --out $(VIDEOS); fi
 
 # Release build; the table is printed and results go to target/bench/results.json.
-bench: deps
-	$(CARGO) build --release
-	target/release/ciphercast bench
+bench: build
+	$(BIN) bench
 
 # tmux, four panes: the server and alice, bob and carol already joined.
 demo: build ensure-videos
@@ -90,7 +95,7 @@ demo: build ensure-videos
 
 # The whole story without a person, narrated step by step (also part of `make test`).
 demo-script: deps
-	$(CARGO) test --test demo_script -- --nocapture
+	$(CARGO) test --release --test demo_script -- --nocapture
 
 run-client: build
 	$(BIN) client --server $(SERVER) --display $(DISPLAY_MODE) $(if $(NAME),--name "$(NAME)")

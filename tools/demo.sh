@@ -7,7 +7,7 @@
 # session running in the background instead of attaching to it.
 set -euo pipefail
 
-BIN=${BIN:-target/debug/ciphercast}
+BIN=${BIN:-target/release/ciphercast}
 PORT=${PORT:-8005}
 VIDEOS=${VIDEOS:-videos}
 SOCKET=${DEMO_TMUX_SOCKET:-ciphercast}

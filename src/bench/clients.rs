@@ -18,7 +18,7 @@ use ciphercast::shared::connection::{FrameReader, FrameWriter};
 use ciphercast::shared::crypto::{Fingerprint, Identity};
 use ciphercast::shared::frame::{FrameKind, HEADER_LEN};
 use ciphercast::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, PROTOCOL_VERSION};
-use ciphercast::shared::message::{ClientMessage, ServerMessage, decode};
+use ciphercast::shared::message::{ClientMessage, ServerMessage, VideoInfo, decode};
 use ciphercast::shared::names::validate_name;
 use ciphercast::shared::video::FrameHeader;
 
@@ -30,8 +30,20 @@ pub(super) enum Report {
     Complete,
     /// A sealed message arrived (its id), and when.
     Sealed(String, Instant),
-    /// A stream ended; the arrival time and presentation time of every frame.
-    Stream { frames: Vec<(Instant, u64)>, announced: u32, fps: f64 },
+    /// A stream ended; every frame that arrived.
+    Stream { frames: Vec<Arrival>, announced: u32, fps: f64 },
+    /// The video library, as `video_list` gave it.
+    List(Vec<VideoInfo>),
+}
+
+/// One video frame as a synthetic viewer received it.
+pub(super) struct Arrival {
+    /// When it arrived.
+    pub(super) at: Instant,
+    /// Its presentation time, µs.
+    pub(super) pts: u64,
+    /// Its frame number.
+    pub(super) sequence: u32,
 }
 
 /// What every synthetic client of a phase shares: the registry size to
@@ -160,7 +172,7 @@ fn read_loop(stream: TcpStream, tally: Tally) {
         received.fetch_add((frame.payload.len() + HEADER_LEN) as u64, Ordering::Relaxed);
         if frame.kind == FrameKind::Video {
             if let Ok((header, _)) = FrameHeader::decode(&frame.payload) {
-                frames.push((Instant::now(), header.pts_micros));
+                frames.push(Arrival { at: Instant::now(), pts: header.pts_micros, sequence: header.sequence });
             }
             continue;
         }
@@ -184,6 +196,9 @@ fn read_loop(stream: TcpStream, tally: Tally) {
             }
             ServerMessage::StreamEnd { .. } => {
                 let _ = reports.send(Report::Stream { frames: std::mem::take(&mut frames), announced, fps });
+            }
+            ServerMessage::VideoList { videos } => {
+                let _ = reports.send(Report::List(videos));
             }
             _ => {}
         }

@@ -17,7 +17,9 @@
 //! complete; the server's bytes per join; server memory per idle client),
 //! chat ([`chat`]: latency idle, with video streams running, and with four
 //! senders at once; the cost of sealing and opening), and concurrent
-//! real-time viewers ([`viewers`]: one video, and distinct cold videos).
+//! real-time viewers ([`viewers`]: one video, and distinct cold videos;
+//! [`prepared`]: how fast a video is prepared, and viewers of a prepared
+//! video each at its own position).
 //! Results go to `target/bench/results.json`, and [`report`] prints the
 //! table. `--quick` runs small counts and checks outcomes only; it runs
 //! inside `make test`.
@@ -26,6 +28,7 @@ mod chat;
 mod clients;
 mod join;
 mod plan;
+mod prepared;
 mod report;
 mod server_process;
 mod viewers;
@@ -82,6 +85,7 @@ pub(crate) fn run(options: Options) -> Result<PathBuf, String> {
 
     let wanted = |phase: BenchPhase| options.only.is_none_or(|only| only == phase);
     let (mut join, mut server_memory, mut chat, mut viewers) = (Value::Null, Value::Null, Value::Null, Value::Null);
+    let mut prepare = Value::Null;
     if wanted(BenchPhase::Join) {
         eprintln!("bench: joins");
         (join, server_memory) = join::bench_joins(&plan, &keys, &videos)?;
@@ -93,6 +97,12 @@ pub(crate) fn run(options: Options) -> Result<PathBuf, String> {
     if wanted(BenchPhase::Viewers) {
         eprintln!("bench: viewers");
         viewers = viewers::bench_viewers(&plan, &keys, &videos)?;
+        eprintln!("bench: prepared viewers");
+        let (prepared, prepared_viewers) = prepared::bench_prepared(&plan, &keys, &dir)?;
+        prepare = prepared;
+        if let (Value::Object(all), Value::Object(more)) = (&mut viewers, prepared_viewers) {
+            all.extend(more);
+        }
     }
 
     let results = json!({
@@ -101,6 +111,7 @@ pub(crate) fn run(options: Options) -> Result<PathBuf, String> {
         "join": join,
         "chat": chat,
         "viewers": viewers,
+        "prepare": prepare,
         "server": server_memory,
     });
     report::print_table(&results);

@@ -21,6 +21,12 @@ pub(super) struct Plan {
     pub(super) cold_steps: Vec<usize>,
     /// Length of the bench videos.
     pub(super) video_seconds: f64,
+    /// Viewer counts tried on the prepared video at distinct positions, in order, until one fails.
+    pub(super) prepared_steps: Vec<usize>,
+    /// Length of the prepared phase's video.
+    pub(super) prepared_video_seconds: f64,
+    /// How long each viewer of the prepared phase watches.
+    pub(super) prepared_window: std::time::Duration,
     /// Resolutions of the bench videos.
     pub(super) heights: Vec<u32>,
     /// Keys generated once and shared by every synthetic client.
@@ -39,6 +45,9 @@ impl Plan {
                 same_video_steps: vec![2],
                 cold_steps: vec![2],
                 video_seconds: 1.0,
+                prepared_steps: vec![2],
+                prepared_video_seconds: 2.0,
+                prepared_window: std::time::Duration::from_secs(1),
                 heights: vec![24, 48, 96],
                 key_pool: 2,
             }
@@ -52,6 +61,9 @@ impl Plan {
                 same_video_steps: vec![10, 25, 50, 100, 200, 300, 400],
                 cold_steps: vec![1, 2, 3, 4, 6, 8],
                 video_seconds: 3.0,
+                prepared_steps: vec![10, 25, 50, 100, 200, 400],
+                prepared_video_seconds: 60.0,
+                prepared_window: std::time::Duration::from_secs(10),
                 heights: vec![240, 720, 1440],
                 key_pool: 8,
             }

@@ -69,6 +69,14 @@ pub(super) fn print_table(results: &Value) {
         ("viewers of distinct cold videos in real time".into(), get(&["viewers", "distinct_videos_realtime_max_cold"])),
         ("server CPU ms per delivered frame".into(), get(&["viewers", "server_cpu_ms_per_frame"])),
         (
+            "viewers of a prepared video at distinct positions".into(),
+            get(&["viewers", "distinct_prepared_realtime_max"]),
+        ),
+        ("server CPU ms per prepared frame".into(), get(&["viewers", "server_cpu_ms_per_frame_prepared"])),
+        ("server MiB with 100 prepared streams".into(), get(&["viewers", "server_rss_mib_prepared_100"])),
+        ("prepare: source frames per second (all renditions)".into(), get(&["prepare", "frames_per_second"])),
+        ("store MB per minute of video".into(), get(&["prepare", "store_mb_per_minute"])),
+        (
             "cold top-resolution frame: decode / JPEG encode ms".into(),
             several(&["viewers", "cold_frame_ms"], &["decode", "encode"]),
         ),

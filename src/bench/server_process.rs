@@ -28,6 +28,12 @@ impl ServerProcess {
     /// executable, or the one `CIPHERCAST_BENCH_SERVER` names (to compare
     /// two builds of the server with the same clients, in one sitting).
     pub(super) fn start(videos: &Path, max_clients: usize) -> Result<ServerProcess, String> {
+        // No store: a phase measures what it names, not a preparation running beside it.
+        ServerProcess::start_with(videos, max_clients, &["--store", "none"])
+    }
+
+    /// [`start`](Self::start), with more `options` for the server.
+    pub(super) fn start_with(videos: &Path, max_clients: usize, options: &[&str]) -> Result<ServerProcess, String> {
         let exe = match std::env::var_os("CIPHERCAST_BENCH_SERVER") {
             Some(exe) => exe.into(),
             None => std::env::current_exe().map_err(|e| e.to_string())?,
@@ -36,6 +42,7 @@ impl ServerProcess {
             .args(["server", "--bind", "127.0.0.1", "--port", "0", "--max-clients", &max_clients.to_string()])
             .arg("--videos")
             .arg(videos)
+            .args(options)
             .env("RUST_LOG", "info/listening on")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -19,7 +19,9 @@ use ciphercast::shared::limits::DEFAULT_JPEG_QUALITY;
 use ciphercast::shared::message::ClientMessage;
 use ciphercast::shared::video::Pace;
 
-use super::clients::{Member, Report, Tally};
+use crossbeam_channel::Receiver;
+
+use super::clients::{Arrival, Member, Report, Tally};
 use super::plan::Plan;
 use super::report::{ms, percentile};
 use super::server_process::{ServerProcess, cpu_ms};
@@ -49,19 +51,55 @@ fn viewers_once(keys: &Arc<Vec<Identity>>, videos: &Path, count: usize, distinct
         let video = if distinct { format!("Cold_{:02}", i + 1) } else { "Video_1".into() };
         member.send(&ClientMessage::Play { video, pace: Pace::Native, start: None })?;
     }
+    // Every frame the stream announced.
+    let every_frame = |frames: &[Arrival], announced: u32| frames.len() == announced as usize && announced > 0;
+    let watched = watch(&results, count, Duration::from_secs(120), every_frame)?;
+    let cpu = cpu_ms(server.pid()) - cpu_before;
+    drop(members);
+    drop(server);
+    Ok(ViewerRun {
+        complete: watched.complete,
+        p99_lateness_ms: watched.p99_lateness_ms,
+        interval_ms: watched.interval_ms,
+        cpu_ms_per_frame: cpu / watched.delivered.max(1) as f64,
+    })
+}
+
+/// What the stream reports of `count` viewers add up to.
+pub(super) struct Watched {
+    /// Every viewer's stream passed the phase's check.
+    pub(super) complete: bool,
+    pub(super) p99_lateness_ms: f64,
+    /// One frame interval of the video.
+    pub(super) interval_ms: f64,
+    /// Frames received, all viewers together.
+    pub(super) delivered: usize,
+}
+
+/// Waits (at most `limit` each) for the stream reports of `count` viewers;
+/// `check` says whether one stream got what it should (its frames, and the
+/// count its start announced). Lateness is measured as the client's `late`
+/// counter defines it: arrival − (that viewer's first arrival + the frame's
+/// presentation time − the first frame's).
+pub(super) fn watch(
+    reports: &Receiver<Report>,
+    count: usize,
+    limit: Duration,
+    mut check: impl FnMut(&[Arrival], u32) -> bool,
+) -> Result<Watched, String> {
     let mut lateness = Vec::new();
-    let (mut complete, mut interval_ms, mut delivered) = (true, 33.3, 0usize);
+    let mut watched = Watched { complete: true, p99_lateness_ms: 0.0, interval_ms: 33.3, delivered: 0 };
     for _ in 0..count {
         loop {
-            match results.recv_timeout(Duration::from_secs(120)) {
+            match reports.recv_timeout(limit) {
                 Ok(Report::Stream { frames, announced, fps }) => {
-                    interval_ms = 1000.0 / fps.max(1.0);
-                    complete &= frames.len() == announced as usize && announced > 0;
-                    delivered += frames.len();
-                    if let Some(&(first, first_pts)) = frames.first() {
-                        for (arrived, pts) in frames {
-                            let due = first + Duration::from_micros(pts.saturating_sub(first_pts));
-                            lateness.push(ms(arrived.saturating_duration_since(due)));
+                    watched.interval_ms = 1000.0 / fps.max(1.0);
+                    watched.complete &= check(&frames, announced);
+                    watched.delivered += frames.len();
+                    if let Some(first) = frames.first() {
+                        for frame in &frames {
+                            let due = first.at + Duration::from_micros(frame.pts.saturating_sub(first.pts));
+                            lateness.push(ms(frame.at.saturating_duration_since(due)));
                         }
                     }
                     break;
@@ -71,16 +109,9 @@ fn viewers_once(keys: &Arc<Vec<Identity>>, videos: &Path, count: usize, distinct
             }
         }
     }
-    let cpu = cpu_ms(server.pid()) - cpu_before;
-    drop(members);
-    drop(server);
     lateness.sort_by(f64::total_cmp);
-    Ok(ViewerRun {
-        complete,
-        p99_lateness_ms: percentile(&lateness, 99.0),
-        interval_ms,
-        cpu_ms_per_frame: cpu / delivered.max(1) as f64,
-    })
+    watched.p99_lateness_ms = percentile(&lateness, 99.0);
+    Ok(watched)
 }
 
 /// Tries the plan's steps of viewers, in order, until one fails; returns the

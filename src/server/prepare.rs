@@ -76,9 +76,11 @@ impl Prepared {
     /// plays, as without a store).
     pub(crate) fn fraction(&self, video: &Video) -> Option<f64> {
         self.dir.as_ref()?;
+        let now: Vec<(&Path, Option<Version>)> =
+            video.resolutions.iter().map(|r| (r.path.as_path(), version(&r.path))).collect();
         let files = lock(&self.files);
-        let of_file = |path: &Path| match files.get(path) {
-            Some((version_then, progress)) if version(path) == Some(*version_then) => match progress {
+        let of_file = |(path, now): &(&Path, Option<Version>)| match files.get(*path) {
+            Some((version_then, progress)) if *now == Some(*version_then) => match progress {
                 Progress::Ready(_) => Some(1.0),
                 Progress::Preparing(fraction) => Some(*fraction),
                 Progress::Waiting => Some(0.0),
@@ -86,7 +88,7 @@ impl Prepared {
             },
             _ => Some(0.0),
         };
-        let sum: f64 = video.resolutions.iter().map(|r| of_file(&r.path)).sum::<Option<f64>>()?;
+        let sum: f64 = now.iter().map(of_file).sum::<Option<f64>>()?;
         Some(sum / video.resolutions.len().max(1) as f64)
     }
 
@@ -97,19 +99,20 @@ impl Prepared {
             Some((then, Progress::Ready(path))) if *then == now => path.clone(),
             _ => return None,
         };
-        let mut open = lock(&self.open);
-        if let Some(entry) = open.get(&path).and_then(Weak::upgrade) {
+        if let Some(entry) = lock(&self.open).get(&path).and_then(Weak::upgrade) {
             return Some(entry);
         }
-        open.retain(|_, weak| weak.strong_count() > 0);
+        // Opened without the lock (it reads the index); two streams racing
+        // here both open it, and the second one's copy is the one kept.
         match Entry::open(&path) {
             Ok(entry) => {
                 let entry = Arc::new(entry);
+                let mut open = lock(&self.open);
+                open.retain(|_, weak| weak.strong_count() > 0);
                 open.insert(path, Arc::downgrade(&entry));
                 Some(entry)
             }
             Err(e) => {
-                drop(open);
                 warn!("{}: {e}; it will be prepared again", path.display());
                 self.spoiled(source);
                 None
@@ -169,13 +172,14 @@ impl Preparer {
     /// Prepares every file that is new or changed since the last scan.
     fn scan(&mut self) {
         let Ok(videos) = library::scan(&self.videos) else { return };
-        let paths: Vec<PathBuf> = videos.iter().flat_map(|v| v.resolutions.iter().map(|r| r.path.clone())).collect();
+        let paths: Vec<(PathBuf, Option<Version>)> =
+            videos.iter().flat_map(|v| v.resolutions.iter().map(|r| (r.path.clone(), version(&r.path)))).collect();
         let mut changed = Vec::new();
         {
             let mut files = lock(&self.prepared.files);
-            files.retain(|path, _| paths.contains(path));
-            for path in paths {
-                let Some(now) = version(&path) else { continue };
+            files.retain(|path, _| paths.iter().any(|(p, _)| p == path));
+            for (path, now) in paths {
+                let Some(now) = now else { continue };
                 match files.get(&path) {
                     Some((then, Progress::Ready(_) | Progress::Failed)) if *then == now => {}
                     _ => {
@@ -201,6 +205,7 @@ impl Preparer {
             Some((then, name)) if *then == now => name.clone(),
             _ => match hash_file(path, &self.stop) {
                 Ok(hash) => store::entry_name(&hash, quality),
+                Err(_) if self.stopped() => return Progress::Waiting,
                 Err(e) => {
                     warn!("{}: cannot read it to prepare it: {e}", file_name(path));
                     return Progress::Failed;

@@ -130,6 +130,7 @@ mod tests {
     use super::*;
     use crate::server::outbox::Outbox;
     use crate::server::store::Slice;
+    use crate::server::stream::FrameHead;
     use crate::shared::connection::FrameReader;
     use crate::shared::frame::{Frame, FrameKind};
     use crate::shared::limits::MAX_FRAME_LEN;
@@ -208,7 +209,9 @@ mod tests {
         let mut harness = start();
         harness.start_a_hold();
         let jpeg = Slice::from(Arc::<[u8]>::from(&[][..]));
-        let frame = VideoItem::Frame { head: vec![0, 0, 0, 1, FrameKind::Video as u8], jpeg };
+        let mut head = FrameHead::new();
+        head.extend([0, 0, 0, 1, FrameKind::Video as u8]);
+        let frame = VideoItem::Frame { head, jpeg };
         harness.video.send(frame).unwrap();
         assert_eq!(harness.next(), "video", "the picture is not held with the bystander copy");
         harness.outbox.push(Outgoing::now(&note("addressed to the client"))).unwrap();

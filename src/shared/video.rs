@@ -102,20 +102,31 @@ pub struct FrameHeader {
     pub resolution: String,
 }
 
+/// Appends the header of a frame with these fields to `out`: what
+/// [`FrameHeader::encode_into`] writes, from borrowed parts (the server's
+/// streaming threads build one per frame without allocating). A label over
+/// 255 bytes is cut to 255.
+pub fn encode_header(out: &mut impl Extend<u8>, stream: u32, sequence: u32, pts_micros: u64, resolution: &str) {
+    let label = &resolution.as_bytes()[..resolution.len().min(255)];
+    out.extend(stream.to_be_bytes());
+    out.extend(sequence.to_be_bytes());
+    out.extend(pts_micros.to_be_bytes());
+    out.extend([label.len() as u8]);
+    out.extend(label.iter().copied());
+}
+
 /// A binary frame whose header does not parse.
 #[derive(Debug, Error)]
 #[error("malformed video frame header")]
 pub struct BadFrameHeader;
 
+/// Bytes of a video header before its label: stream, sequence, time, label length.
+pub const VIDEO_HEADER_FIXED: usize = 17;
+
 impl FrameHeader {
     /// Appends the encoded header to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let label = &self.resolution.as_bytes()[..self.resolution.len().min(255)];
-        out.extend_from_slice(&self.stream.to_be_bytes());
-        out.extend_from_slice(&self.sequence.to_be_bytes());
-        out.extend_from_slice(&self.pts_micros.to_be_bytes());
-        out.push(label.len() as u8);
-        out.extend_from_slice(label);
+    pub fn encode_into(&self, out: &mut impl Extend<u8>) {
+        encode_header(out, self.stream, self.sequence, self.pts_micros, &self.resolution);
     }
 
     /// Parses a header from the front of a binary frame's payload; returns it
