@@ -173,10 +173,10 @@ fn frame_costs(path: &Path, height: u32) -> Result<Value, String> {
     use opencv::core::{Mat, Vector};
     use opencv::imgcodecs::{IMWRITE_JPEG_QUALITY, imencode};
     use opencv::prelude::*;
-    use opencv::videoio::{CAP_ANY, VideoCapture};
+    use opencv::videoio::{CAP_FFMPEG, VideoCapture};
 
     let fail = |e: opencv::Error| format!("{}: {e}", path.display());
-    let mut capture = VideoCapture::from_file(path, CAP_ANY).map_err(fail)?;
+    let mut capture = VideoCapture::from_file(path, CAP_FFMPEG).map_err(fail)?;
     let params = Vector::from_slice(&[IMWRITE_JPEG_QUALITY, i32::from(DEFAULT_JPEG_QUALITY)]);
     let (mut picture, mut jpeg) = (Mat::default(), Vector::<u8>::new());
     let (mut decode, mut encode, mut frames) = (Duration::ZERO, Duration::ZERO, 0u32);

@@ -194,3 +194,18 @@ fn preparing(prepared: Option<f64>) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::preparing;
+
+    #[test]
+    fn a_video_being_prepared_says_how_far_and_a_ready_one_says_nothing() {
+        assert_eq!(preparing(Some(0.4)), " (preparing 40 %)");
+        assert_eq!(preparing(Some(0.999)), " (preparing 99 %)", "never 100 % before it is ready");
+        assert_eq!(preparing(Some(-3.0)), " (preparing 0 %)");
+        assert_eq!(preparing(Some(1.0)), "");
+        assert_eq!(preparing(Some(7.0)), "");
+        assert_eq!(preparing(None), "", "a server without a store");
+    }
+}

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use log::info;
@@ -64,9 +64,14 @@ type FileKey = (PathBuf, Option<SystemTime>);
 pub(crate) struct Decoders {
     /// One decoder per file, while any stream holds it.
     open: Mutex<HashMap<FileKey, Weak<Mutex<Decoder>>>>,
-    /// Frame count and rate of every file probed so far.
-    infos: Mutex<HashMap<FileKey, FileInfo>>,
+    /// Frame count and rate of every file probed so far (or being probed).
+    infos: Mutex<HashMap<FileKey, Probed>>,
 }
+
+/// One file's probe, shared: the first stream to ask runs it, the others
+/// wait for its answer instead of probing too (a class pressing play at
+/// once would otherwise decode each file's last frame once per viewer).
+type Probed = Arc<OnceLock<Result<FileInfo, String>>>;
 
 impl Decoders {
     /// The decoder of a file, shared by every stream that plays it.
@@ -82,15 +87,11 @@ impl Decoders {
         decoder
     }
 
-    /// The file's real frame count and rate, probed once (the probe runs without the lock).
+    /// The file's real frame count and rate, probed once per version of the
+    /// file (the probe runs without the map's lock).
     pub(crate) fn info(&self, file: &Path, modified: Option<SystemTime>) -> Result<FileInfo, String> {
-        let key = (file.to_path_buf(), modified);
-        if let Some(info) = lock(&self.infos).get(&key) {
-            return Ok(*info);
-        }
-        let info = probe(file)?;
-        lock(&self.infos).insert(key, info);
-        Ok(info)
+        let probed = Arc::clone(lock(&self.infos).entry((file.to_path_buf(), modified)).or_default());
+        probed.get_or_init(|| probe(file)).clone()
     }
 }
 

@@ -131,6 +131,7 @@ fn control_summary(value: &Value) -> String {
         "play" => {
             field("video", text(value, "video"));
             field("pace", text(value, "pace"));
+            field("start", text(value, "start"));
         }
         "stop" => field("stream", text(value, "stream")),
         "stream_start" => {
