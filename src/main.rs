@@ -3,6 +3,8 @@
 //! module, which lives in the binary so that it can use only the library's
 //! public interface. Exit status: 0 success, 1 failure, 2 usage.
 
+#![deny(unsafe_code)]
+
 mod bench;
 
 use std::net::TcpListener;
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
 /// ours ("frame 62 does not decode, skipping it"). OpenCV reads
 /// `OPENCV_FFMPEG_LOGLEVEL` when it first opens a video: −8 is FFmpeg's
 /// quiet. Set it yourself (to 16, say) to see FFmpeg's messages again.
+#[allow(unsafe_code)]
 fn quiet_ffmpeg() {
     if std::env::var_os("OPENCV_FFMPEG_LOGLEVEL").is_none() && std::env::var_os("OPENCV_FFMPEG_DEBUG").is_none() {
         // SAFETY: changing the environment races with threads reading it;

@@ -212,6 +212,35 @@ fn a_copy_is_prepared_once_and_clean_store_removes_what_no_source_needs() {
 }
 
 #[test]
+fn entries_at_two_jpeg_qualities_live_side_by_side() {
+    let videos = library("qualities");
+    let store = tempdir("qualities-store");
+    let at = |quality: u8| {
+        let config =
+            Config { videos: videos.clone(), store: Some(store.clone()), jpeg_quality: quality, ..Config::default() };
+        let mut server = TestServer::start(config);
+        let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
+        wait_prepared(&mut viewer);
+        let (frames, _) = play(&mut viewer, "Video_1", None);
+        drop(viewer);
+        server.stop();
+        frames
+    };
+    let at_80 = at(80);
+    let made: Vec<(PathBuf, std::time::SystemTime)> = store_files(&store, "frames")
+        .into_iter()
+        .map(|p| (p.clone(), fs::metadata(&p).unwrap().modified().unwrap()))
+        .collect();
+    let at_60 = at(60);
+    assert_eq!(store_files(&store, "frames").len(), 12, "one entry per file and quality");
+    assert!(at_60[0].jpeg != at_80[0].jpeg, "another quality, other bytes");
+    assert!(at(80) == at_80);
+    for (path, modified) in made {
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), modified, "{} was not rebuilt", path.display());
+    }
+}
+
+#[test]
 fn a_store_that_cannot_be_written_is_warned_about_and_videos_still_play() {
     let videos = library("unwritable");
     // A directory cannot be made under a file, even by root.

@@ -90,8 +90,17 @@ impl Decoders {
     /// The file's real frame count and rate, probed once per version of the
     /// file (the probe runs without the map's lock).
     pub(crate) fn info(&self, file: &Path, modified: Option<SystemTime>) -> Result<FileInfo, String> {
-        let probed = Arc::clone(lock(&self.infos).entry((file.to_path_buf(), modified)).or_default());
-        probed.get_or_init(|| probe(file)).clone()
+        let key = (file.to_path_buf(), modified);
+        let probed = Arc::clone(lock(&self.infos).entry(key.clone()).or_default());
+        let info = probed.get_or_init(|| probe(file)).clone();
+        let mut infos = lock(&self.infos);
+        if info.is_err() {
+            // Whoever waited gets this answer; the next to ask probes again.
+            infos.remove(&key);
+        }
+        // Forget older versions of this file.
+        infos.retain(|(path, when), _| path != file || *when == modified);
+        info
     }
 }
 
@@ -143,7 +152,10 @@ impl Decoder {
         }
         // OpenCV reports 0 where the decoder had no timestamp for the frame.
         let millis = capture.get(CAP_PROP_POS_MSEC).unwrap_or(0.0);
-        let pts = if millis.is_finite() && millis > 0.0 { Duration::from_secs_f64(millis / 1000.0) } else { nominal };
+        let pts = Some(millis / 1000.0)
+            .filter(|seconds| *seconds > 0.0)
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .unwrap_or(nominal);
         self.position = Some(index + 1);
         if !imencode(".jpg", &encoder.picture, &mut encoder.jpeg, &encoder.params).unwrap_or(false) {
             return Err(FrameError::Failed(format!("cannot encode frame {index} of {file}")));

@@ -1,5 +1,6 @@
 //! The video library: the files of `--videos DIR`, grouped into videos.
-//! Read by a handler thread when its client lists the videos or plays one.
+//! Read by a handler thread when its client lists the videos or plays one,
+//! and by the preparing thread at each scan.
 //!
 //! `NAME_<height>p.<ext>` is one resolution of video `NAME`; any other video
 //! file is a video of its own. When both exist — `lecture.mp4` and the
@@ -10,9 +11,8 @@
 //! such names. The directory is read each time a client asks, so files
 //! dropped in appear without a restart (a plain file's height is probed
 //! once per version of it, and an unreadable one reported once). A name
-//! from the network is only
-//! ever compared with this listing: no path built from client input is
-//! ever opened.
+//! from the network is only ever compared with this listing: no path built
+//! from client input is ever opened.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;

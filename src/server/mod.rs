@@ -37,6 +37,7 @@ mod outbox;
 mod pacing;
 mod prepare;
 mod registry;
+mod sources;
 mod store;
 mod stream;
 mod writer;
@@ -53,8 +54,8 @@ use log::{error, info, warn};
 pub use config::{Config, RelayMode};
 use context::Context;
 use live::Live;
-pub use prepare::{Cleaned, clean_store};
 use registry::Registry;
+pub use sources::{Cleaned, clean_store};
 
 use crate::shared::limits::{CONNECTION_STACK_BYTES, MAX_PENDING_JOINS};
 use crate::shared::message::{RefusalCode, ServerMessage, encode};

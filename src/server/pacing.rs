@@ -56,7 +56,9 @@ impl<'a, T> Pacer<'a, T> {
         while self.send_due() {
             if self.ready.len() < LOOKAHEAD_FRAMES {
                 let origin = *self.origin.get_or_insert(pts);
-                self.ready.push_back((self.started + pts.saturating_sub(origin), item));
+                // A time beyond any clock (a file's nonsense timestamp) is due at once.
+                let due = self.started.checked_add(pts.saturating_sub(origin)).unwrap_or_else(Instant::now);
+                self.ready.push_back((due, item));
                 return true;
             }
             self.nap();

@@ -20,28 +20,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::decoder::{Decoder, Decoders, Encoder, FrameError, file_name};
 use super::library::{self, Video};
+use super::sources::{Version, add_source, canonical, read_sources, take_lock, version};
 use super::store::{self, Entry, EntryWriter};
 
 /// How often the directory is read for new or changed files.
 const SCAN_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a long preparation logs how far it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
-
-/// A file as it is on disk: its size and modification time.
-type Version = (u64, Option<SystemTime>);
-
-fn version(path: &Path) -> Option<Version> {
-    let metadata = fs::metadata(path).ok()?;
-    Some((metadata.len(), metadata.modified().ok()))
-}
 
 /// Where one source file stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,9 +112,12 @@ impl Prepared {
         }
     }
 
-    /// A stream could not read `source`'s entry: the next scan checks it again.
+    /// A stream could not read `source`'s entry: the next scan checks it
+    /// again, and no stream is handed the open copy meanwhile.
     pub(crate) fn spoiled(&self, source: &Path) {
-        lock(&self.files).remove(source);
+        if let Some((_, Progress::Ready(entry))) = lock(&self.files).remove(source) {
+            lock(&self.open).remove(&entry);
+        }
     }
 
     fn set(&self, source: &Path, version: Version, progress: Progress) {
@@ -140,8 +135,8 @@ pub(crate) fn run(prepared: Arc<Prepared>, videos: PathBuf, decoders: Arc<Decode
             false
         }
     };
-    let sources = read_sources(&dir);
-    let mut preparer = Preparer { prepared, videos, dir, decoders, stop, writable, sources };
+    let hashes = read_sources(&dir);
+    let mut preparer = Preparer { prepared, videos, dir, decoders, stop, writable, hashes };
     while !preparer.stopped() {
         preparer.scan();
         let rested = Instant::now();
@@ -160,8 +155,10 @@ struct Preparer {
     stop: Arc<AtomicBool>,
     /// False once a write failed: entries already there are still used.
     writable: bool,
-    /// Which entry each source file (by canonical path) had when last prepared.
-    sources: HashMap<PathBuf, (Version, String)>,
+    /// The content hash of each source file (by canonical path) at the
+    /// version it was hashed: from the store's sources files at start, so a
+    /// file is hashed again only when it changes.
+    hashes: HashMap<PathBuf, (Version, String)>,
 }
 
 impl Preparer {
@@ -198,13 +195,26 @@ impl Preparer {
         }
     }
 
-    /// Finds, checks or makes the entry of `path`.
+    /// Finds, checks or makes the entry of `path`. A bug here (a panic) costs
+    /// this file its preparation, never the thread: every other file goes on.
     fn prepare(&mut self, path: &Path, now: Version) -> Progress {
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.try_prepare(path, now)));
+        attempt.unwrap_or_else(|_| {
+            warn!("{}: preparing it failed (internal error); it is decoded as it plays", file_name(path));
+            Progress::Failed
+        })
+    }
+
+    fn try_prepare(&mut self, path: &Path, now: Version) -> Progress {
         let quality = self.prepared.quality;
-        let name = match self.sources.get(&canonical(path)) {
-            Some((then, name)) if *then == now => name.clone(),
+        let key = canonical(path);
+        let hash = match self.hashes.get(&key) {
+            Some((then, hash)) if *then == now => hash.clone(),
             _ => match hash_file(path, &self.stop) {
-                Ok(hash) => store::entry_name(&hash, quality),
+                Ok(hash) => {
+                    self.hashes.insert(key, (now, hash.clone()));
+                    hash
+                }
                 Err(_) if self.stopped() => return Progress::Waiting,
                 Err(e) => {
                     warn!("{}: cannot read it to prepare it: {e}", file_name(path));
@@ -212,55 +222,84 @@ impl Preparer {
                 }
             },
         };
+        let name = store::entry_name(&hash, quality);
         let entry = self.dir.join(&name);
-        if entry.exists() {
-            match store::verify(&entry, quality) {
-                Ok(()) => return self.ready(path, now, name),
-                Err(e) => warn!("{}: {e}; preparing it again", entry.display()),
+        if self.verified(&entry) {
+            // Recording the source needs the entry's lock; without it (another
+            // server holds it) the entry is served all the same.
+            if let Ok(Some(_lock)) = take_lock(&entry.with_extension("lock")) {
+                self.record_source(&name, path, now);
             }
+            return Progress::Ready(entry);
         }
         if !self.writable {
             return Progress::Failed;
         }
+        // The directory may have been deleted since the server started.
+        if let Err(e) = fs::create_dir_all(&self.dir) {
+            return self.unwritable(e);
+        }
         // Two servers sharing a store: whoever holds the lock prepares, the other waits for it.
-        let lock = match take_lock(&entry.with_extension("lock")) {
+        let _lock = match take_lock(&entry.with_extension("lock")) {
             Ok(Some(lock)) => lock,
             Ok(None) => return Progress::Waiting,
             Err(e) => return self.unwritable(e),
         };
-        if entry.exists() && store::verify(&entry, quality).is_ok() {
-            return self.ready(path, now, name);
-        }
-        let outcome = self.build(path, now, &entry);
-        drop(lock);
-        match outcome {
-            Ok(Some(())) => self.ready(path, now, name),
-            Ok(None) => Progress::Waiting,
-            Err(BuildError::Source(e)) => {
-                warn!("{}: cannot prepare it: {e}", file_name(path));
-                Progress::Failed
+        // The other server may have finished it while we waited.
+        if !(entry.exists() && store::verify(&entry, quality, &self.stop).is_ok()) {
+            match self.build(path, now, &entry) {
+                Ok(Built::Done) => {}
+                Ok(Built::Abandoned) => return Progress::Waiting,
+                Err(BuildError::Source(e)) => {
+                    warn!("{}: cannot prepare it: {e}", file_name(path));
+                    return Progress::Failed;
+                }
+                Err(BuildError::Store(e)) => return self.unwritable(e),
             }
-            Err(BuildError::Store(e)) => self.unwritable(e),
+        }
+        // Still under the lock, so `--clean-store` never sees the entry without its source.
+        self.record_source(&name, path, now);
+        Progress::Ready(entry)
+    }
+
+    /// Whether `entry` exists and checks out; a damaged one is reported (and rebuilt by the caller).
+    fn verified(&self, entry: &Path) -> bool {
+        if !entry.exists() {
+            return false;
+        }
+        match store::verify(entry, self.prepared.quality, &self.stop) {
+            Ok(()) => true,
+            Err(e) => {
+                if !self.stopped() {
+                    warn!("{}: {e}; preparing it again", entry.display());
+                }
+                false
+            }
         }
     }
 
-    /// Decodes every frame of `path` into a new entry. `None`: stopped, or
-    /// the file changed meanwhile (the next scan starts again).
-    fn build(&self, path: &Path, now: Version, entry: &Path) -> Result<Option<()>, BuildError> {
+    /// Decodes every frame of `path` into a new entry.
+    fn build(&self, path: &Path, now: Version, entry: &Path) -> Result<Built, BuildError> {
         let started = Instant::now();
         let info = self.decoders.info(path, now.1).map_err(BuildError::Source)?;
+        if info.frames == 0 || info.frames > store::MAX_FRAMES {
+            return Err(BuildError::Source(format!("{} frames", info.frames)));
+        }
         let quality = self.prepared.quality;
         let (mut decoder, mut encoder) = (Decoder::new(path), Encoder::new(quality));
         let mut writer = EntryWriter::create(entry).map_err(BuildError::Store)?;
         info!("preparing {}: {} frames", file_name(path), info.frames);
-        let mut logged = Instant::now();
+        let (mut logged, mut decoded) = (Instant::now(), 0u32);
         for index in 0..info.frames {
             if self.stopped() {
-                return Ok(None);
+                return Ok(Built::Abandoned);
             }
             let nominal = Duration::from_secs_f64(f64::from(index) / info.fps);
             match decoder.decode_to_jpeg(index, nominal, &mut encoder) {
-                Ok(frame) => writer.push(Some(&frame.jpeg), frame.pts),
+                Ok(frame) => {
+                    decoded += 1;
+                    writer.push(Some(&frame.jpeg), frame.pts)
+                }
                 Err(FrameError::Damaged) => writer.push(None, nominal),
                 Err(FrameError::Failed(e)) => return Err(BuildError::Source(e)),
             }
@@ -272,8 +311,11 @@ impl Preparer {
                 info!("preparing {}: {:.0} %", file_name(path), fraction * 100.0);
             }
         }
+        if decoded == 0 {
+            return Err(BuildError::Source("no frame decodes".into()));
+        }
         if version(path) != Some(now) {
-            return Ok(None);
+            return Ok(Built::Abandoned);
         }
         let frames = writer.finish(quality, info.fps).map_err(BuildError::Store)?;
         let bytes = fs::metadata(entry).map(|m| m.len()).unwrap_or(0);
@@ -283,19 +325,14 @@ impl Preparer {
             bytes as f64 / 1e6,
             started.elapsed().as_secs_f64()
         );
-        Ok(Some(()))
+        Ok(Built::Done)
     }
 
-    /// Records that `path` is served from entry `name`.
-    fn ready(&mut self, path: &Path, now: Version, name: String) -> Progress {
-        let key = canonical(path);
-        if self.sources.get(&key).is_none_or(|(then, known)| *then != now || *known != name) {
-            if let Err(e) = add_source(&self.dir, &name, path, now) {
-                warn!("{name}: cannot record where it came from: {e}");
-            }
-            self.sources.insert(key, (now, name.clone()));
+    /// Adds `path` to the sources of entry `name`; the caller holds its lock.
+    fn record_source(&self, name: &str, path: &Path, now: Version) {
+        if let Err(e) = add_source(&self.dir, name, path, now) {
+            warn!("{name}: cannot record where it came from: {e}");
         }
-        Progress::Ready(self.dir.join(name))
     }
 
     fn unwritable(&mut self, e: io::Error) -> Progress {
@@ -308,6 +345,14 @@ impl Preparer {
         }
         Progress::Failed
     }
+}
+
+/// How a build ended, when nothing went wrong.
+enum Built {
+    /// The entry is in the store.
+    Done,
+    /// Stopped, or the file changed meanwhile: the next scan starts again.
+    Abandoned,
 }
 
 enum BuildError {
@@ -332,137 +377,6 @@ fn hash_file(path: &Path, stop: &AtomicBool) -> io::Result<String> {
         }
     }
     Ok(hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Locks `path` (created if missing) for this process; `None` if another holds it.
-fn take_lock(path: &Path) -> io::Result<Option<File>> {
-    let file = File::options().create(true).truncate(false).write(true).open(path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(fs::TryLockError::WouldBlock) => Ok(None),
-        Err(fs::TryLockError::Error(e)) => Err(e),
-    }
-}
-
-/// One source file an entry was made from, as `<entry>.sources` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Source {
-    pub(crate) path: PathBuf,
-    pub(crate) size: u64,
-    /// Modification time, nanoseconds since 1970.
-    pub(crate) modified_ns: Option<u64>,
-}
-
-impl Source {
-    fn new(path: &Path, (size, modified): Version) -> Source {
-        let path = canonical(path);
-        let since = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).ok();
-        let modified_ns = modified.and_then(since).and_then(|d| u64::try_from(d.as_nanos()).ok());
-        Source { path, size, modified_ns }
-    }
-
-    /// Whether the file is still there as it was.
-    pub(crate) fn unchanged(&self) -> bool {
-        version(&self.path).is_some_and(|now| Source::new(&self.path, now) == *self)
-    }
-}
-
-/// The sources file beside entry `name`.
-pub(crate) fn sources_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name).with_extension("sources")
-}
-
-/// The sources an entry lists (none if its sources file is missing or unreadable).
-pub(crate) fn read_entry_sources(dir: &Path, name: &str) -> Vec<Source> {
-    fs::read(sources_path(dir, name)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
-}
-
-/// Adds `path` to the sources of entry `name` (written whole, then renamed).
-fn add_source(dir: &Path, name: &str, path: &Path, now: Version) -> io::Result<()> {
-    let source = Source::new(path, now);
-    let mut sources = read_entry_sources(dir, name);
-    sources.retain(|s| s.path != source.path);
-    sources.push(source);
-    let target = sources_path(dir, name);
-    let temporary = target.with_extension(format!("sources-tmp-{}", std::process::id()));
-    fs::write(&temporary, serde_json::to_vec_pretty(&sources).map_err(io::Error::other)?)?;
-    fs::rename(&temporary, &target)
-}
-
-/// Which entry each source file had, from every sources file in the store:
-/// a file seen before at the same size and time is not hashed again.
-fn read_sources(dir: &Path) -> HashMap<PathBuf, (Version, String)> {
-    let mut known = HashMap::new();
-    let Ok(listing) = fs::read_dir(dir) else { return known };
-    for file in listing.flatten() {
-        let name = file.file_name().to_string_lossy().into_owned();
-        let Some(entry) = name.strip_suffix(".sources").map(|stem| format!("{stem}.frames")) else { continue };
-        for source in read_entry_sources(dir, &entry) {
-            if source.unchanged()
-                && let Some(now) = version(&source.path)
-            {
-                known.insert(source.path, (now, entry.clone()));
-            }
-        }
-    }
-    known
-}
-
-/// What `ciphercast videos --clean-store` did.
-#[derive(Debug, Default)]
-pub struct Cleaned {
-    /// Entries removed: their source files are gone or changed.
-    pub removed: usize,
-    /// Bytes those entries took.
-    pub bytes: u64,
-    /// Entries kept.
-    pub kept: usize,
-    /// Entries left alone because a server is preparing them right now.
-    pub busy: usize,
-}
-
-/// Removes every entry of the store `dir` none of whose source files is
-/// still there as it was, with its sources, lock and temporary files.
-pub fn clean_store(dir: &Path) -> io::Result<Cleaned> {
-    let mut cleaned = Cleaned::default();
-    let mut names: Vec<String> = fs::read_dir(dir)?
-        .flatten()
-        .map(|file| file.file_name().to_string_lossy().into_owned())
-        .filter_map(|name| Some(name.split_once('.')?.0.to_string()))
-        .filter(|stem| store::is_entry_stem(stem))
-        .map(|stem| format!("{stem}.frames"))
-        .collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        let frames = dir.join(&name);
-        if read_entry_sources(dir, &name).iter().any(Source::unchanged) {
-            cleaned.kept += 1;
-            continue;
-        }
-        // A server preparing this entry holds its lock: leave it be.
-        let Some(_lock) = take_lock(&frames.with_extension("lock"))? else {
-            cleaned.busy += 1;
-            continue;
-        };
-        if let Ok(metadata) = fs::metadata(&frames) {
-            cleaned.removed += 1;
-            cleaned.bytes += metadata.len();
-        }
-        let stem = name.trim_end_matches(".frames");
-        for file in fs::read_dir(dir)?.flatten() {
-            let file_name = file.file_name().to_string_lossy().into_owned();
-            if file_name.split_once('.').is_some_and(|(s, _)| s == stem) {
-                fs::remove_file(file.path())?;
-            }
-        }
-    }
-    Ok(cleaned)
-}
-
-/// The absolute path of a file without links, as sources files record it.
-fn canonical(path: &Path) -> PathBuf {
-    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

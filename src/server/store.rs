@@ -33,6 +33,7 @@ use std::ops::{Deref, Range};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -50,7 +51,7 @@ const SEGMENT_FRAMES: usize = 30;
 /// At most this many bytes per segment (a single larger frame is read alone).
 const SEGMENT_BYTES: u64 = 4 << 20;
 /// The most frames a store file may index (ten hours at 60 fps).
-const MAX_FRAMES: u32 = 2_160_000;
+pub(crate) const MAX_FRAMES: u32 = 2_160_000;
 
 /// Where a frame is in a store file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +174,8 @@ impl Footer {
 }
 
 /// Checks a whole store file: its structure and the digest of every byte.
-pub(crate) fn verify(path: &Path, quality: i32) -> Result<(), String> {
+/// Gives up (with an error) as soon as `stop` is set.
+pub(crate) fn verify(path: &Path, quality: i32, stop: &AtomicBool) -> Result<(), String> {
     let mut file = File::open(path).map_err(|e| e.to_string())?;
     let length = file.metadata().map_err(|e| e.to_string())?.len();
     let footer = Footer::read(&file, length)?;
@@ -184,6 +186,9 @@ pub(crate) fn verify(path: &Path, quality: i32) -> Result<(), String> {
     let mut left = length - 32;
     let mut buffer = vec![0; 1 << 20];
     while left > 0 {
+        if stop.load(Ordering::Relaxed) {
+            return Err("stopped".into());
+        }
         let chunk = left.min(buffer.len() as u64) as usize;
         file.read_exact(&mut buffer[..chunk]).map_err(|e| e.to_string())?;
         hasher.update(&buffer[..chunk]);
@@ -388,8 +393,8 @@ mod tests {
         let frames: Vec<Option<Vec<u8>>> =
             (0..75u8).map(|i| (i != 3).then(|| vec![i; 100 + usize::from(i)])).chain([None, None]).collect();
         assert_eq!(write(&path, &frames), 75, "trailing frames that never decoded are left out");
-        verify(&path, 80).unwrap();
-        assert!(verify(&path, 70).is_err(), "another quality is another entry");
+        verify(&path, 80, &AtomicBool::new(false)).unwrap();
+        assert!(verify(&path, 70, &AtomicBool::new(false)).is_err(), "another quality is another entry");
         let entry = Arc::new(Entry::open(&path).unwrap());
         assert_eq!((entry.frames(), entry.fps()), (75, 25.0));
         let mut reader = Reader::new(entry);
@@ -416,12 +421,12 @@ mod tests {
         let mut flipped = good.clone();
         flipped[2500] ^= 1;
         fs::write(&path, &flipped).unwrap();
-        assert!(verify(&path, 80).unwrap_err().contains("digest"));
+        assert!(verify(&path, 80, &AtomicBool::new(false)).unwrap_err().contains("digest"));
         fs::write(&path, &good[..good.len() - 10]).unwrap();
-        assert!(verify(&path, 80).is_err());
+        assert!(verify(&path, 80, &AtomicBool::new(false)).is_err());
         assert!(Entry::open(&path).is_err());
         fs::write(&path, b"short").unwrap();
-        assert!(verify(&path, 80).is_err());
+        assert!(verify(&path, 80, &AtomicBool::new(false)).is_err());
     }
 
     #[test]

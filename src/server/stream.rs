@@ -119,18 +119,24 @@ struct Ended {
     reason: EndReason,
     /// Frames sent.
     frames: u32,
-    /// The video's frame count, as far as the stream learned it.
-    total: u32,
+    /// The video's frame count, as far as the stream learned it (`None`:
+    /// it ended before it had a plan).
+    total: Option<u32>,
     message: Option<String>,
 }
 
 impl Ended {
     fn stopped(frames: u32, total: u32) -> Ended {
-        Ended { reason: EndReason::Stopped, frames, total, message: None }
+        Ended { reason: EndReason::Stopped, frames, total: Some(total), message: None }
     }
 
     fn failed(frames: u32, total: u32, message: String) -> Ended {
-        Ended { reason: EndReason::Error, frames, total, message: Some(message) }
+        Ended { reason: EndReason::Error, frames, total: Some(total), message: Some(message) }
+    }
+
+    /// It could not start: no plan, so no count to tell.
+    fn refused(message: String) -> Ended {
+        Ended { reason: EndReason::Error, frames: 0, total: None, message: Some(message) }
     }
 }
 
@@ -139,13 +145,13 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
     // A bug in decoding must end this stream with an error, not leave the
     // viewer (and the handler waiting for `ended`) hanging.
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream(&job, &queue, &flags.stop)))
-        .unwrap_or_else(|_| Ended::failed(0, 0, "internal error".into()));
+        .unwrap_or_else(|_| Ended::refused("internal error".into()));
     info!("stream {} of {}: {:?} after {} frame(s)", job.id, job.video.name, ended.reason, ended.frames);
     let end = ServerMessage::StreamEnd {
         stream: job.id,
         reason: ended.reason,
         frames: ended.frames,
-        total: Some(ended.total),
+        total: ended.total,
         message: ended.message,
     };
     flags.ended.store(true, Ordering::SeqCst);
@@ -159,7 +165,7 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     let mut sources: Vec<Source> = job.video.resolutions.iter().map(|r| Source::new(r, job)).collect();
     let Plan { start, fps, total, parts } = match plan(job, &sources) {
         Ok(plan) => plan,
-        Err(message) => return Ended::failed(0, 0, message),
+        Err(message) => return Ended::refused(message),
     };
     if job.start >= total {
         return Ended::failed(0, total, format!("{} has no frame {} (it has {total})", job.video.name, job.start));
@@ -214,7 +220,7 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     // Frames that never decoded at the very end were never part of the video.
     let total = damaged.run.map_or(total, |(first, _)| first);
     damaged.end_run();
-    Ended { reason: EndReason::Finished, frames: pacer.sent, total, message: None }
+    Ended { reason: EndReason::Finished, frames: pacer.sent, total: Some(total), message: None }
 }
 
 /// The damaged frames a stream skipped, logged once per run of them.

@@ -139,8 +139,9 @@ pub enum ServerMessage {
         /// Frames sent.
         frames: u32,
         /// The video's real frame count (fewer than `stream_start` announced
-        /// when the last frames turned out not to decode). Always sent; a
-        /// message without it is read as announcing no change.
+        /// when the last frames turned out not to decode). Left out when the
+        /// stream ended before it had a plan (refused, or the file cannot be
+        /// read); a message without it is read as announcing no change.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         total: Option<u32>,
         /// What went wrong, for reason `error`.
