@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::inbox::{self, Inbox, Mailbox, Media, Picture};
 use super::peers::Arrival;
-use super::player::Media;
 use super::session::Session;
 use super::terminal;
 use crate::shared::connection::FrameReader;
@@ -29,13 +29,10 @@ use crate::shared::message::{Envelope, ServerMessage, decode};
 use crate::shared::video::FrameHeader;
 use crate::shared::visible::visible;
 
-/// Video messages that may wait between the reader thread and the player.
-const MEDIA_QUEUE: usize = 8;
-
 /// The reader thread, as the main thread sees it once started.
 pub(crate) struct Reader {
     /// Video messages, handed over while the main thread wants them.
-    pub(crate) media: Receiver<Media>,
+    pub(crate) media: Inbox,
     /// Nothing is ever sent on this channel: its sender is dropped when the
     /// reader thread ends, however it ends, and that is what [`Reader::wait`]
     /// waits for.
@@ -51,7 +48,7 @@ impl Reader {
 
 /// Starts the reader thread on the socket's reading half.
 pub(crate) fn start(session: Arc<Session>, reader: FrameReader<TcpStream>) -> io::Result<Reader> {
-    let (media_sender, media) = crossbeam_channel::bounded(MEDIA_QUEUE);
+    let (media_sender, media) = inbox::inbox();
     let (finished_sender, finished) = crossbeam_channel::bounded(0);
     thread::Builder::new().name("reader".into()).spawn(move || {
         let _finished: Sender<()> = finished_sender;
@@ -62,7 +59,7 @@ pub(crate) fn start(session: Arc<Session>, reader: FrameReader<TcpStream>) -> io
 
 /// Reads until the connection ends. If it ends without our quit, the
 /// server is gone: say so and exit with status 1.
-fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<Media>) {
+fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Mailbox) {
     let ended = loop {
         let frame = match reader.next_frame() {
             Ok(frame) => frame,
@@ -73,7 +70,9 @@ fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<
             match FrameHeader::decode(&frame.payload) {
                 Ok((header, jpeg)) => {
                     let arrived = Instant::now();
-                    forward(&session, &media, Media::Frame { header, jpeg: jpeg.to_vec(), arrived });
+                    if session.mode.media_wanted() {
+                        media.send_frame(Picture { header, jpeg: jpeg.to_vec(), arrived });
+                    }
                 }
                 Err(e) => session.printer.event(&format!("warning: ignored a video frame: {e}")),
             }
@@ -102,13 +101,12 @@ fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Sender<
     terminal::exit(1);
 }
 
-/// Hands a video message to the main thread, if it is waiting for one. The
-/// channel is small, so a slow player makes this thread wait a frame or two;
-/// a server that sends video nobody asked for is ignored instead of blocking
+/// Hands a video message to the main thread, if it is waiting for one: a
+/// server that sends video nobody asked for is ignored instead of blocking
 /// the chat.
-fn forward(session: &Session, media: &Sender<Media>, item: Media) {
+fn forward(session: &Session, media: &Mailbox, item: Media) {
     if session.mode.media_wanted() {
-        let _ = media.send(item);
+        media.send(item);
     }
 }
 

@@ -6,18 +6,17 @@
 //! message is RSA work, done here with no lock held, so the reader thread
 //! is never kept waiting for it.
 
-use crossbeam_channel::Receiver;
-
 use super::console::{Answer, Console};
 use super::display::Display;
-use super::player::{self, Media};
+use super::inbox::Inbox;
+use super::player;
 use super::session::Session;
 use crate::shared::message::ClientMessage;
 use crate::shared::video::Pace;
 use crate::shared::visible::visible;
 
 /// The menu loop; returns when the user quits or input ends.
-pub(crate) fn run(console: &mut Console, session: &Session, media: &Receiver<Media>, display: Display, pace: Pace) {
+pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, display: Display, pace: Pace) {
     loop {
         println!("1. Available clients / send a message\n2. Video playback\n3. Quit");
         let choice = match console.ask("> ") {
@@ -131,7 +130,7 @@ fn send_flow(console: &mut Console, session: &Session) -> Flow {
 }
 
 /// Option 2: list the videos, ask which one, play it.
-fn video_flow(console: &mut Console, session: &Session, media: &Receiver<Media>, display: Display, pace: Pace) -> Flow {
+fn video_flow(console: &mut Console, session: &Session, media: &Inbox, display: Display, pace: Pace) -> Flow {
     let Some(videos) = player::request_list(session, media) else {
         return Flow::Menu;
     };

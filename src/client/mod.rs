@@ -20,6 +20,7 @@ mod display;
 mod events;
 mod freshness;
 mod identity;
+mod inbox;
 mod join;
 mod menu;
 mod peers;

@@ -2,38 +2,32 @@
 //! summary.
 //!
 //! The main thread runs this, for menu option 2. The reader thread keeps
-//! reading the socket and hands video messages over through a small
-//! channel, while it goes on printing chat, joins and leaves — so events
+//! reading the socket and hands video messages over through the
+//! [`Inbox`], while it goes on printing chat, joins and leaves — so events
 //! keep flowing during playback. Ctrl-C, handled on its own thread, reaches
 //! the playback through the session's mode.
+//!
+//! Like every video player, it keeps the clock rather than every frame:
+//! drawing a frame takes time, and when a newer frame has arrived meanwhile
+//! the older one is skipped — counted as `dropped`, never decoded. The
+//! picture stays on time; `late` still counts what arrived late.
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 
 use super::display::{self, Display, Wish};
+use super::inbox::{Inbox, Media, Picture};
 use super::session::Session;
 use crate::shared::message::{ClientMessage, VideoInfo};
 use crate::shared::video::{EndReason, FrameHeader, Pace};
 use crate::shared::visible::visible;
 
-/// Video messages, handed from the reader thread to the main thread.
-pub(crate) enum Media {
-    /// The library listing.
-    List(Vec<VideoInfo>),
-    /// A stream begins.
-    Start { stream: u32, video: String, fps: f64, frames: u32 },
-    /// One picture.
-    Frame { header: FrameHeader, jpeg: Vec<u8>, arrived: Instant },
-    /// A stream ended.
-    End { stream: u32, reason: EndReason, total: Option<u32>, message: Option<String> },
-}
-
 /// How long to wait for the server before giving up on a reply.
 const REPLY_WAIT: Duration = Duration::from_secs(20);
 
 /// Asks the server for its videos; `None` (reported) if it does not answer.
-pub(crate) fn request_list(session: &Session, media: &Receiver<Media>) -> Option<Vec<VideoInfo>> {
+pub(crate) fn request_list(session: &Session, media: &Inbox) -> Option<Vec<VideoInfo>> {
     session.mode.await_media();
     let sent = session.send(&ClientMessage::ListVideos);
     let reply = sent.ok().and_then(|_| {
@@ -62,6 +56,9 @@ struct Stats {
     resolutions: Vec<String>,
     bytes: u64,
     late: u32,
+    /// Frames received but never shown: a newer one had arrived before the
+    /// screen was ready, or the inbox was full.
+    dropped: u32,
     /// When the first frame arrived, and its presentation time: the clock the others are held to.
     first: Option<(Instant, u64)>,
     last: Option<Instant>,
@@ -93,19 +90,20 @@ impl Stats {
         };
         let resolutions: Vec<String> = self.resolutions.iter().map(|r| visible(r).into_owned()).collect();
         format!(
-            "summary: video={} frames={}/{} resolutions={} fps={fps:.1} bytes={} late={}",
+            "summary: video={} frames={}/{} resolutions={} fps={fps:.1} bytes={} late={} dropped={}",
             visible(&self.video),
             self.received,
             self.total,
             resolutions.join(","),
             self.bytes,
-            self.late
+            self.late,
+            self.dropped
         )
     }
 }
 
 /// Plays `video` until the stream ends or is stopped; prints the summary.
-pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, display: Display, pace: Pace) {
+pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Display, pace: Pace) {
     session.mode.start_playing();
     if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace, start: None }) {
         session.printer.error(&format!("cannot ask for the video: {e}"));
@@ -117,8 +115,17 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
     let mut stream = None;
     let mut stop_sent = false;
     let mut last_heard = Instant::now();
+    // Taken from the inbox while looking for a newer frame, handled next.
+    let mut next: Option<Media> = None;
+    // On a screen, a frame already overtaken is skipped; `none` decodes every frame.
+    let skips_stale = display != Display::None;
+    media.take_lost();
     loop {
-        let message = match media.recv_timeout(Duration::from_millis(100)) {
+        let received = match next.take() {
+            Some(message) => Ok(message),
+            None => media.recv_timeout(Duration::from_millis(100)),
+        };
+        let message = match received {
             Ok(message) => {
                 last_heard = Instant::now();
                 message
@@ -158,11 +165,19 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
                     stop_sent = request_stop(session, stream);
                 }
             }
-            Media::Frame { header, jpeg, arrived } => {
+            Media::Frame(Picture { header, jpeg, arrived }) => {
                 if Some(header.stream) != stream {
                     continue;
                 }
                 stats.record(&header, jpeg.len(), arrived);
+                if skips_stale {
+                    let overtaken;
+                    (next, overtaken) = look_ahead(media, stream);
+                    if overtaken {
+                        stats.dropped += 1;
+                        continue;
+                    }
+                }
                 let wish = match (display::decode(&jpeg), screen.as_mut()) {
                     (Some(picture), Some(screen)) => {
                         // Names from the server reach the title bar or the terminal made visible.
@@ -195,8 +210,19 @@ pub(crate) fn play(session: &Session, media: &Receiver<Media>, video: &str, disp
     }
     drop(screen); // closes the window or gives the terminal back
     session.mode.back_to_menu();
+    let lost = media.take_lost();
+    stats.received += lost;
+    stats.dropped += lost;
     // Exactly one summary line after every playback, even one that never started.
     println!("{}", stats.summary());
+}
+
+/// After a frame of `stream`: the next item already waiting, if any, and
+/// whether it is a newer frame of the same stream (which makes this one stale).
+fn look_ahead(media: &Inbox, stream: Option<u32>) -> (Option<Media>, bool) {
+    let next = media.try_recv();
+    let newer = matches!(&next, Some(Media::Frame(picture)) if Some(picture.header.stream) == stream);
+    (next, newer)
 }
 
 fn request_stop(session: &Session, stream: Option<u32>) -> bool {
@@ -225,6 +251,29 @@ mod tests {
         stats.record(&header(1, "240p"), 20, t0 + Duration::from_millis(100));
         // Due at 200 ms, one interval of grace: 350 ms is late.
         stats.record(&header(2, "720p"), 30, t0 + Duration::from_millis(350));
-        assert_eq!(stats.summary(), "summary: video=Video_2 frames=3/3 resolutions=240p,720p fps=5.7 bytes=60 late=1");
+        assert_eq!(
+            stats.summary(),
+            "summary: video=Video_2 frames=3/3 resolutions=240p,720p fps=5.7 bytes=60 late=1 dropped=0"
+        );
+    }
+
+    #[test]
+    fn a_frame_is_stale_only_when_a_newer_frame_of_its_stream_is_waiting() {
+        let (mailbox, inbox) = crate::client::inbox::inbox();
+        let picture = |stream: u32, sequence: u32| Picture {
+            header: FrameHeader { stream, sequence, pts_micros: 0, resolution: "240p".into() },
+            jpeg: vec![1; 10],
+            arrived: Instant::now(),
+        };
+        assert!(matches!(look_ahead(&inbox, Some(1)), (None, false)), "nothing waiting: show it");
+        mailbox.send_frame(picture(1, 5));
+        mailbox.send_frame(picture(2, 0));
+        mailbox.send(Media::End { stream: 1, reason: EndReason::Finished, total: None, message: None });
+        let (next, overtaken) = look_ahead(&inbox, Some(1));
+        assert!(overtaken && matches!(next, Some(Media::Frame(p)) if p.header.sequence == 5));
+        let (next, overtaken) = look_ahead(&inbox, Some(1));
+        assert!(!overtaken && next.is_some(), "another stream's frame does not overtake");
+        let (next, overtaken) = look_ahead(&inbox, Some(1));
+        assert!(!overtaken && matches!(next, Some(Media::End { .. })), "the end does not: the last frame is shown");
     }
 }
