@@ -108,9 +108,13 @@ pub struct ClientArgs {
     /// Name to join under (asked for when missing).
     #[arg(long)]
     pub name: Option<String>,
-    /// Private key file (PKCS#8 PEM), created when missing; without it a fresh key is made for each run.
+    /// Private key file (PKCS#8 PEM, mode 0600), created when missing
+    /// [default: one per name under $XDG_CONFIG_HOME/ciphercast, else ~/.config/ciphercast].
     #[arg(long)]
     pub identity: Option<PathBuf>,
+    /// A fresh key for this run only, and nothing written to disk (known peers forgotten too).
+    #[arg(long, conflicts_with = "identity")]
+    pub ephemeral: bool,
     /// Where videos play: a window, the terminal, nowhere (decode and count only), or auto.
     #[arg(long, value_enum, default_value_t = Display::Auto)]
     pub display: Display,

@@ -176,7 +176,11 @@ fn run_client(args: ClientArgs) -> ExitCode {
     let config = client::Config {
         server: args.server,
         name: args.name,
-        identity: args.identity,
+        identity: match (args.identity, args.ephemeral) {
+            (Some(path), _) => client::IdentitySource::File(path),
+            (None, true) => client::IdentitySource::Ephemeral,
+            (None, false) => client::IdentitySource::PerName,
+        },
         display: args.display,
         pace: args.pace,
         trace: args.trace,

@@ -185,3 +185,57 @@ fn an_identity_file_keeps_the_fingerprint_and_remembers_peers_across_runs() {
     assert_eq!(known, format!("bob {}\n", identity(4).fingerprint()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn without_flags_the_key_is_kept_per_name_and_a_swapped_peer_key_is_noticed() {
+    let config = support::fresh_config_dir();
+    let server = TestServer::with_defaults();
+    let address = server.addr.to_string();
+    let run = |name: &str, extra: &[&str]| {
+        let mut args = vec!["client", "--server", &address, "--name", name];
+        args.extend_from_slice(extra);
+        Process::start_command(
+            std::process::Command::new(env!("CARGO_BIN_EXE_ciphercast")).args(&args).env("XDG_CONFIG_HOME", &config),
+        )
+    };
+    let fingerprint_of = |process: &Process| {
+        process.stdout.iter().find(|l| l.starts_with("Your fingerprint: ")).cloned().expect("fingerprint line")
+    };
+
+    let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    let mut first = run("alice", &[]);
+    first.wait_for(Stream::Out, &format!("new key for bob: {}", identity(1).fingerprint()));
+    assert_eq!(first.finish(), 0);
+    let store = config.join("ciphercast");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&store).unwrap().permissions().mode() & 0o777, 0o700);
+        for file in std::fs::read_dir(&store).unwrap().flatten() {
+            let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{:?}: the key and the known peers are private", file.file_name());
+        }
+    }
+
+    // The server hands out another key for bob between the two runs.
+    bob.send(&ClientMessage::Quit);
+    bob.recv_until_closed();
+    let (_bob, _) = TestClient::join(server.addr, "bob", identity(4));
+    let mut second = run("alice", &[]);
+    second.wait_for(Stream::Out, "warning: KEY CHANGED for bob");
+    assert_eq!(second.finish(), 0);
+    assert_eq!(fingerprint_of(&first), fingerprint_of(&second), "the same alice on both runs");
+
+    // Another name is another key; --ephemeral is a fresh key and writes nothing.
+    let mut carol = run("carol", &[]);
+    assert_eq!(carol.finish(), 0);
+    assert_ne!(fingerprint_of(&carol), fingerprint_of(&first));
+    let files = || std::fs::read_dir(&store).unwrap().count();
+    let before = files();
+    let mut ephemeral = run("dave", &["--ephemeral"]);
+    assert_eq!(ephemeral.finish(), 0);
+    let mut again = run("dave", &["--ephemeral"]);
+    assert_eq!(again.finish(), 0);
+    assert_ne!(fingerprint_of(&ephemeral), fingerprint_of(&again));
+    assert_eq!(files(), before, "--ephemeral wrote nothing");
+}

@@ -24,6 +24,7 @@ fn the_demo_opens_four_panes_with_three_clients_joined() {
         .env("VIDEOS", clips(2))
         .env("DEMO_TMUX_SOCKET", &socket)
         .env("DEMO_DETACHED", "1")
+        .env("XDG_CONFIG_HOME", support::fresh_config_dir())
         .output()
         .expect("run tools/demo.sh");
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));

@@ -47,6 +47,7 @@ fn the_window_player_shows_a_window_titled_with_the_current_resolution() {
     let result = Command::new("timeout")
         .args(["60", "xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "sh", "-c", &script])
         .env("OUT", &out)
+        .env("XDG_CONFIG_HOME", support::fresh_config_dir())
         .output()
         .expect("run xvfb-run");
     let titles = String::from_utf8_lossy(&result.stdout);

@@ -1,25 +1,140 @@
 //! Who this client is: its key pair, and the peers it trusted on earlier runs.
 //!
-//! Run once by the main thread, before connecting. With an identity file the
-//! key and the fingerprints of known peers survive across runs (beside the
-//! key, in `PATH.known_peers`), so a changed key can be noticed; without
-//! one, a fresh key is made and nobody is known yet.
+//! Run by the main thread while joining, once the name is known. Trust on
+//! first use only means something if the client is the same one next time,
+//! so by default the key is kept, per name, under
+//! `$XDG_CONFIG_HOME/ciphercast/` (`~/.config/ciphercast/` when unset), with
+//! the fingerprints of known peers beside it (`….known_peers`): run the
+//! client twice as `alice` and it shows the same fingerprint, and a peer
+//! whose key changed between the runs is noticed. `--identity PATH` names
+//! the file instead; `--ephemeral` makes a fresh key that nothing is
+//! written for (tests, scripts).
+//!
+//! Like ssh, a key file that others can read is refused, with how to fix it.
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use super::peers::KnownPeers;
 use crate::shared::crypto::Identity;
 
-/// Loads (or creates) the key at `path` and its known peers, or makes a
-/// fresh key when there is no file. `Err`: the line to print.
-pub(crate) fn load(path: Option<&Path>) -> Result<(Identity, KnownPeers), String> {
-    let Some(path) = path else {
-        let identity = Identity::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
-        return Ok((identity, KnownPeers::default()));
+/// Where the client's key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// One file per name in the configuration directory (the default).
+    PerName,
+    /// This file (`--identity`).
+    File(PathBuf),
+    /// A fresh key, kept in memory only (`--ephemeral`).
+    Ephemeral,
+}
+
+/// Loads (or creates) the key for `name` and its known peers. `Err`: the
+/// line to print.
+pub(crate) fn load(source: &IdentitySource, name: &str) -> Result<(Identity, KnownPeers), String> {
+    let path = match source {
+        IdentitySource::Ephemeral => {
+            let identity = Identity::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
+            return Ok((identity, KnownPeers::default()));
+        }
+        IdentitySource::File(path) => path.clone(),
+        IdentitySource::PerName => {
+            let dir = config_dir()?;
+            create_private_dir(&dir)?;
+            dir.join(file_name_for(name))
+        }
     };
-    let (identity, _) = Identity::load_or_create(path).map_err(|e| e.to_string())?;
-    let mut known_path = path.as_os_str().to_owned();
+    refuse_if_readable_by_others(&path)?;
+    let (identity, _) = Identity::load_or_create(&path).map_err(|e| e.to_string())?;
+    let mut known_path = path.into_os_string();
     known_path.push(".known_peers");
     let known = KnownPeers::load(known_path.into())?;
     Ok((identity, known))
+}
+
+/// `$XDG_CONFIG_HOME/ciphercast`, or `$HOME/.config/ciphercast`.
+fn config_dir() -> Result<PathBuf, String> {
+    let absolute = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = absolute("XDG_CONFIG_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".config")))
+        .ok_or("no home directory to keep the key in (HOME is not set): use --identity PATH or --ephemeral")?;
+    Ok(base.join("ciphercast"))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// The key file's name for `name`: the name with every byte outside
+/// `[A-Za-z0-9_]` percent-encoded (so `/` and `..` cannot leave the
+/// directory), then a short hash of the exact name (so `Bob` and `bob`
+/// never share a file on a case-insensitive file system).
+pub(crate) fn file_name_for(name: &str) -> String {
+    let mut file = String::new();
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'_' {
+            file.push(byte as char);
+        } else {
+            file.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    let hash: String = Sha256::digest(name.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{file}-{hash}.pem")
+}
+
+/// A private key others can read is not private: refuse it, as ssh does.
+fn refuse_if_readable_by_others(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "{} can be read by others (mode {mode:o}): a private key must not be. Fix it with: chmod 600 '{}'",
+                    path.display(),
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_names_stay_in_the_directory_and_tell_case_apart() {
+        assert!(file_name_for("alice").starts_with("alice-") && file_name_for("alice").ends_with(".pem"));
+        assert_ne!(file_name_for("Bob"), file_name_for("bob"));
+        assert_ne!(file_name_for("Bob").to_lowercase(), file_name_for("bob").to_lowercase());
+        for name in ["../etc/passwd", "a/b", "..", "é t"] {
+            let file = file_name_for(name);
+            assert!(!file.contains('/') && !file.starts_with('.') && !file.contains(' '), "{name}: {file}");
+        }
+        assert!(file_name_for("..").starts_with("%2E%2E-"));
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_key_others_can_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("ciphercast-open-key-{}.pem", std::process::id()));
+        fs::write(&path, "x").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let error = load(&IdentitySource::File(path.clone()), "a").err().unwrap();
+        assert!(error.contains("chmod 600"), "{error}");
+        fs::remove_file(&path).unwrap();
+    }
 }

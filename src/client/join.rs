@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::console::{Answer, Console, Printer};
 use super::events::describe_arrival;
+use super::identity::{self, IdentitySource};
 use super::peers::{KnownPeers, Peers};
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
@@ -29,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Joined {
     /// The name the server accepted.
     pub(crate) name: String,
+    /// Our key, as loaded for that name.
+    pub(crate) identity: Identity,
     /// The writing half, for the session.
     pub(crate) writer: FrameWriter<TcpStream>,
     /// The reading half, for the reader thread.
@@ -45,14 +48,14 @@ pub(crate) fn join(
     console: &mut Console,
     server: &str,
     mut name: Option<String>,
-    identity: &Identity,
-    known: KnownPeers,
+    source: &IdentitySource,
     trace: bool,
 ) -> Result<Joined, i32> {
     let printer = console.printer();
     // Asking again only makes sense when a person is typing the name.
     let may_ask_again = name.is_none() && io::stdin().is_terminal();
-    let mut shown_fingerprint = false;
+    // The key last loaded, and the name it was loaded for (a key per name by default).
+    let mut loaded: Option<(String, Identity, KnownPeers)> = None;
     loop {
         let candidate = match name.take() {
             Some(name) => name,
@@ -67,14 +70,29 @@ pub(crate) fn join(
         let refusal = match validate_name(&candidate) {
             Err(e) => format!("invalid name: {e}"),
             Ok(()) => {
-                if !shown_fingerprint {
-                    println!("Your fingerprint: {}", identity.fingerprint());
-                    shown_fingerprint = true;
+                let reload = match (&loaded, source) {
+                    (None, _) => true,
+                    (Some((for_name, ..)), IdentitySource::PerName) => *for_name != candidate,
+                    _ => false,
+                };
+                if reload {
+                    match identity::load(source, &candidate) {
+                        Ok((identity, known)) => {
+                            println!("Your fingerprint: {}", identity.fingerprint());
+                            loaded = Some((candidate.clone(), identity, known));
+                        }
+                        Err(e) => {
+                            printer.error(&e);
+                            return Err(1);
+                        }
+                    }
                 }
+                let Some((_, identity, _)) = &loaded else { return Err(1) };
                 match hello(server, &candidate, identity, trace) {
                     Ok(Reply::Welcome { writer, reader, peers }) => {
+                        let Some((_, identity, known)) = loaded.take() else { return Err(1) };
                         let peers = welcome(server, &candidate, peers, known, &printer);
-                        return Ok(Joined { name: candidate, writer, reader, peers });
+                        return Ok(Joined { name: candidate, identity, writer, reader, peers });
                     }
                     Ok(Reply::Refused(code, reason)) => {
                         format!("{}{}", visible(&reason), refusal_hint(code, may_ask_again))

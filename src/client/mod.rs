@@ -29,8 +29,8 @@ mod session;
 mod terminal;
 
 pub use display::Display;
+pub use identity::IdentitySource;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use console::Console;
@@ -45,8 +45,9 @@ pub struct Config {
     pub server: String,
     /// Name to join under; asked for when `None`.
     pub name: Option<String>,
-    /// Private key file; a fresh key per run when `None`.
-    pub identity: Option<PathBuf>,
+    /// Where the key comes from: per name in the configuration directory,
+    /// a given file, or a fresh one each run.
+    pub identity: IdentitySource,
     /// Where videos play.
     pub display: Display,
     /// How fast the server sends video.
@@ -60,18 +61,11 @@ pub struct Config {
 pub fn run(config: Config) -> i32 {
     let mut console = Console::new();
     let printer = console.printer();
-    let (identity, known) = match identity::load(config.identity.as_deref()) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            printer.error(&e);
-            return 1;
-        }
-    };
-    let joined = match join::join(&mut console, &config.server, config.name, &identity, known, config.trace) {
+    let joined = match join::join(&mut console, &config.server, config.name, &config.identity, config.trace) {
         Ok(joined) => joined,
         Err(status) => return status,
     };
-    let session = Arc::new(Session::new(joined.name, identity, joined.peers, joined.writer, printer));
+    let session = Arc::new(Session::new(joined.name, joined.identity, joined.peers, joined.writer, printer));
     let reader = match events::start(Arc::clone(&session), joined.reader) {
         Ok(reader) => reader,
         Err(e) => {

@@ -193,14 +193,10 @@ impl KnownPeers {
         let Some(path) = &self.path else { return Ok(()) };
         let written = if self.rewrite {
             let text: String = self.trusted.iter().map(|(name, fp)| format!("{name} {fp}\n")).collect();
-            let mut temporary = path.clone().into_os_string();
-            temporary.push(".tmp");
-            fs::write(&temporary, text).and_then(|()| fs::rename(&temporary, path))
+            replace_privately(path, text.as_bytes())
         } else if !self.unsaved.is_empty() {
             // Whole lines in one write, in append mode.
-            let appended = OpenOptions::new()
-                .create(true)
-                .append(true)
+            let appended = private(OpenOptions::new().create(true).append(true))
                 .open(path)
                 .and_then(|mut file| file.write_all(self.unsaved.as_bytes()));
             // Part of it may have been written: the next save rewrites the file.
@@ -214,6 +210,31 @@ impl KnownPeers {
         self.rewrite = false;
         Ok(())
     }
+}
+
+/// Options that create a file readable by its owner only (0600).
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// Replaces `path` with `bytes` as a whole: written to a new temporary file
+/// (created exclusively, so a link planted under its name is never
+/// followed), made durable, then renamed over the old one.
+fn replace_privately(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&temporary);
+    let mut file = private(OpenOptions::new().write(true).create_new(true)).open(&temporary)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all()).and_then(|()| fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written
 }
 
 #[cfg(test)]

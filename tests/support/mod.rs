@@ -370,9 +370,15 @@ impl Process {
         Process::start_command(std::process::Command::new(env!("CARGO_BIN_EXE_ciphercast")).args(args))
     }
 
-    /// Starts any command with piped stdin, stdout and stderr.
+    /// Starts any command with piped stdin, stdout and stderr. Unless the
+    /// test chose one, the process gets a configuration directory of its own
+    /// (`XDG_CONFIG_HOME`), fresh and empty: a client's keys never reach the
+    /// real home directory, and no two processes share theirs by accident.
     pub fn start_command(command: &mut std::process::Command) -> Process {
         use std::process::Stdio;
+        if !command.get_envs().any(|(key, _)| key == "XDG_CONFIG_HOME") {
+            command.env("XDG_CONFIG_HOME", fresh_config_dir());
+        }
         let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
@@ -479,6 +485,16 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A new, empty directory for one process's configuration.
+pub fn fresh_config_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("ciphercast-config-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("config dir");
+    dir
 }
 
 /// Tiny generated clips, made once per test binary: Video_1 and Video_2 at
