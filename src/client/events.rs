@@ -186,11 +186,12 @@ fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
     match session.identity.open(from, &key, envelope) {
         Ok(text) => match session.freshness().admit(&envelope.id, envelope.sent_at, now_millis()) {
             Ok(()) => match session.peers().unconfirmed_change(from) {
-                // Signed by a key we have not accepted yet: say so with the message.
+                // Signed by a key we have not accepted: the text is not shown
+                // (a swapped key is exactly how a lying server would speak
+                // for someone), only how to accept the key if it is genuine.
                 Some((was, now)) => format!(
-                    "warning: {} signed this with a CHANGED key (was {was}, now {now}); not yet accepted\n{}",
-                    visible(from),
-                    format_message(from, &text)
+                    "warning: a message from {name} signed with a CHANGED key (was {was}, now {now}) is not shown.\n  If {name} really has a new key (compare fingerprints aloud), send {name} a message and answer y to accept it.",
+                    name = visible(from)
                 ),
                 None => format_message(from, &text),
             },
