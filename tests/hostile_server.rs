@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 
 use ciphercast::shared::connection::{FrameReader, FrameWriter};
 use ciphercast::shared::crypto::{PeerKey, now_millis};
@@ -12,15 +12,29 @@ use ciphercast::shared::limits::{MAX_FRAME_LEN, PROTOCOL_VERSION};
 use ciphercast::shared::message::{ClientMessage, Peer, ServerMessage, VideoInfo};
 use support::{Process, Stream, TIMEOUT, identity};
 
-#[test]
-fn the_client_rejects_or_warns_about_every_tampering() {
+/// The client binary, joining as `me`, connected to the test playing the server.
+struct Lying {
+    client: Process,
+    from_client: FrameReader<TcpStream>,
+    to_client: FrameWriter<TcpStream>,
+    /// The socket itself, for frames the writer would not send.
+    raw: TcpStream,
+}
+
+fn lying_server() -> Lying {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let mut client = Process::start(&["client", "--server", &address, "--name", "me", "--display", "none"]);
+    let client = Process::start(&["client", "--server", &address, "--name", "me", "--display", "none"]);
     let (socket, _) = listener.accept().unwrap();
     socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut from_client = FrameReader::new(socket.try_clone().unwrap(), MAX_FRAME_LEN);
-    let mut to_client = FrameWriter::new(socket);
+    let from_client = FrameReader::new(socket.try_clone().unwrap(), MAX_FRAME_LEN);
+    let raw = socket.try_clone().unwrap();
+    Lying { client, from_client, to_client: FrameWriter::new(socket), raw }
+}
+
+#[test]
+fn the_client_rejects_or_warns_about_every_tampering() {
+    let Lying { mut client, mut from_client, mut to_client, .. } = lying_server();
 
     let ClientMessage::Hello { public_key, .. } = from_client.recv::<ClientMessage>().unwrap() else {
         panic!("no hello")
@@ -108,4 +122,65 @@ fn the_client_rejects_or_warns_about_every_tampering() {
             .iter()
             .any(|l| l.contains("[alice] flipped") || l.contains("relabelled") || l.contains("old news"))
     );
+}
+
+/// Reads the client's peak resident memory (VmHWM), in MiB.
+fn peak_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+#[test]
+fn the_client_holds_its_limits_against_a_server_that_pushes_past_them() {
+    use ciphercast::shared::frame::{FrameKind, encode_frame};
+    use ciphercast::shared::limits::MAX_MAX_CLIENTS;
+    use ciphercast::shared::video::{EndReason, FrameHeader, Pace};
+
+    let Lying { mut client, mut from_client, mut to_client, mut raw } = lying_server();
+    let Ok(ClientMessage::Hello { .. }) = from_client.recv::<ClientMessage>() else { panic!("no hello") };
+
+    // A welcome listing 20 000 peers (as many as fit in a frame), one of them under the client's own name.
+    let key = identity(0).public_pem();
+    let mut peers: Vec<Peer> = vec![Peer { name: "me".into(), public_key: key.into() }];
+    peers.extend((0..20_000).map(|i| Peer { name: format!("p{i}").into(), public_key: key.into() }));
+    to_client.send(&ServerMessage::Welcome { version: PROTOCOL_VERSION, name: "me".into(), peers }).unwrap();
+    client.wait_for(Stream::Out, &format!("only the first {MAX_MAX_CLIENTS} are kept"));
+    client.wait_for(Stream::Out, "warning: the server announced an invalid name \"me\" (it is your own name); ignored");
+
+    // A 15 MiB error text is cut to 4 KiB.
+    to_client.send(&ServerMessage::Error { message: "x".repeat(15 << 20) }).unwrap();
+    let line = client.wait_for(Stream::Out, "warning: server says: ");
+    assert!(line.len() < 5000 && line.ends_with(&format!("… ({} more bytes)", (15 << 20) - 4096)), "{}", line.len());
+
+    // A 610-byte JPEG declaring 32767×32767, sent as a video frame.
+    client.type_text("2\nbomb\n");
+    assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::ListVideos));
+    let videos = vec![VideoInfo { name: "bomb".into(), resolutions: vec!["240p".into()], prepared: None }];
+    to_client.send(&ServerMessage::VideoList { videos }).unwrap();
+    assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Play { pace: Pace::Native, .. }));
+    to_client
+        .send(&ServerMessage::StreamStart { stream: 1, video: "bomb".into(), fps: 30.0, frames: 1, plan: vec![] })
+        .unwrap();
+    let mut jpeg =
+        vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 17, 8, 0x7F, 0xFF, 0x7F, 0xFF, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1];
+    jpeg.resize(610, 0);
+    let mut payload = Vec::new();
+    FrameHeader { stream: 1, sequence: 0, pts_micros: 0, resolution: "240p".into() }.encode_into(&mut payload);
+    payload.extend_from_slice(&jpeg);
+    std::io::Write::write_all(&mut raw, &encode_frame(FrameKind::Video, &payload).unwrap()).unwrap();
+    client.wait_for(Stream::Out, "warning: frame 0 declares 32767×32767");
+    let end =
+        ServerMessage::StreamEnd { stream: 1, reason: EndReason::Finished, frames: 1, total: Some(1), message: None };
+    to_client.send(&end).unwrap();
+    client.wait_for(Stream::Out, "summary: video=bomb frames=1/1");
+    assert!(peak_mib(client.child.id()) < 600, "peak {} MiB", peak_mib(client.child.id()));
+
+    client.close_stdin();
+    assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Quit));
+    to_client.send(&ServerMessage::Goodbye).unwrap();
+    assert_eq!(client.finish(), 0);
 }

@@ -108,10 +108,53 @@ fn unix_socket_reachable(_: u16) -> bool {
     false
 }
 
-/// Decodes a JPEG; `None` if it is not one.
-pub(crate) fn decode(jpeg: &[u8]) -> Option<Mat> {
-    let picture = imdecode(&Vector::<u8>::from_slice(jpeg), IMREAD_COLOR).ok()?;
-    (!picture.empty()).then_some(picture)
+/// The largest picture the client decodes, per side: a few hundred bytes of
+/// JPEG can declare 32767×32767, and decoding allocates what it declares.
+pub(crate) const MAX_PICTURE_SIDE: u32 = 4096;
+
+/// Decodes a JPEG, after reading the size it declares; `Err`: why not.
+pub(crate) fn decode(jpeg: &[u8]) -> Result<Mat, String> {
+    match declared_size(jpeg) {
+        Some((width, height)) if width > MAX_PICTURE_SIDE || height > MAX_PICTURE_SIDE => {
+            return Err(format!("declares {width}×{height}, over {MAX_PICTURE_SIDE}×{MAX_PICTURE_SIDE}: not decoded"));
+        }
+        Some(_) => {}
+        None => return Err("is not a valid JPEG".into()),
+    }
+    match imdecode(&Vector::<u8>::from_slice(jpeg), IMREAD_COLOR) {
+        Ok(picture) if !picture.empty() => Ok(picture),
+        _ => Err("is not a valid JPEG".into()),
+    }
+}
+
+/// The width and height a JPEG's frame header (SOF) declares, read from its
+/// markers without decoding anything; `None` if there is none.
+fn declared_size(jpeg: &[u8]) -> Option<(u32, u32)> {
+    if jpeg.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut at = 2;
+    loop {
+        // Each segment: FF, a marker byte, a big-endian length that counts itself.
+        if *jpeg.get(at)? != 0xFF {
+            return None;
+        }
+        let marker = *jpeg.get(at + 1)?;
+        if marker == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([*jpeg.get(at + 2)?, *jpeg.get(at + 3)?]));
+        // SOF0–SOF15, except DHT (C4), JPG (C8) and DAC (CC): precision, height, width.
+        if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+            let field = |i: usize| Some(u32::from(u16::from_be_bytes([*jpeg.get(at + i)?, *jpeg.get(at + i + 1)?])));
+            return Some((field(7)?, field(5)?));
+        }
+        if marker == 0xDA || length < 2 {
+            return None; // the picture data began without a frame header
+        }
+        at += 2 + length;
+    }
 }
 
 /// Decode and count: nothing is shown.
@@ -267,5 +310,34 @@ impl Screen for TerminalScreen {
 impl Drop for TerminalScreen {
     fn drop(&mut self) {
         terminal::leave_player(self.size.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JPEG's first segments: SOI, an APP0 to skip, then a SOF0 declaring `width`×`height`.
+    fn header(width: u16, height: u16) -> Vec<u8> {
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 1, 2, 0xFF, 0xC0, 0, 11, 8];
+        jpeg.extend_from_slice(&height.to_be_bytes());
+        jpeg.extend_from_slice(&width.to_be_bytes());
+        jpeg.extend_from_slice(&[1, 1, 0x11, 0]);
+        jpeg
+    }
+
+    #[test]
+    fn the_declared_size_is_read_before_decoding_and_a_bomb_is_refused() {
+        assert_eq!(declared_size(&header(640, 480)), Some((640, 480)));
+        assert!(decode(&header(32767, 32767)).unwrap_err().contains("32767×32767"));
+        assert_eq!(declared_size(b"not a jpeg"), None);
+        assert_eq!(declared_size(&[0xFF, 0xD8, 0xFF, 0xDA, 0, 2]), None);
+        assert_eq!(declared_size(&header(640, 480)[..10]), None, "cut short");
+        let mut jpeg = Vector::<u8>::new();
+        let picture =
+            Mat::new_rows_cols_with_default(48, 64, opencv::core::CV_8UC3, opencv::core::Scalar::all(9.0)).unwrap();
+        opencv::imgcodecs::imencode(".jpg", &picture, &mut jpeg, &Vector::new()).unwrap();
+        assert_eq!(declared_size(jpeg.as_slice()), Some((64, 48)), "OpenCV's own JPEGs");
+        assert_eq!(decode(jpeg.as_slice()).unwrap().cols(), 64);
     }
 }

@@ -25,9 +25,10 @@ use super::terminal;
 use crate::shared::connection::FrameReader;
 use crate::shared::crypto::{CryptoError, now_millis};
 use crate::shared::frame::{FrameError, FrameKind};
+use crate::shared::limits::MAX_MAX_CLIENTS;
 use crate::shared::message::{Envelope, ServerMessage, decode};
 use crate::shared::video::FrameHeader;
-use crate::shared::visible::visible;
+use crate::shared::visible::{visible, visible_capped};
 
 /// The reader thread, as the main thread sees it once started.
 pub(crate) struct Reader {
@@ -80,7 +81,9 @@ fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Mailbox
         }
         match decode::<ServerMessage>(frame) {
             Ok(ServerMessage::Goodbye) => return,
-            Ok(ServerMessage::ServerClosing { reason }) => break format!("the server closed: {}", visible(&reason)),
+            Ok(ServerMessage::ServerClosing { reason }) => {
+                break format!("the server closed: {}", visible_capped(&reason));
+            }
             Ok(ServerMessage::VideoList { videos }) => forward(&session, &media, Media::List(videos)),
             Ok(ServerMessage::StreamStart { stream, video, fps, frames, .. }) => {
                 forward(&session, &media, Media::Start { stream, video, fps, frames })
@@ -143,7 +146,9 @@ fn handle(session: &Session, message: ServerMessage) {
             visible(&envelope.to),
             envelope.sealed_len()
         )),
-        ServerMessage::Error { message } => printer.event(&format!("warning: server says: {}", visible(&message))),
+        ServerMessage::Error { message } => {
+            printer.event(&format!("warning: server says: {}", visible_capped(&message)))
+        }
         ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => {
             printer.event("warning: unexpected join reply from the server, ignored")
         }
@@ -167,6 +172,9 @@ pub(crate) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> 
         }
         Arrival::InvalidName(why) => {
             Some(format!("warning: the server announced an invalid name \"{name}\" ({why}); ignored"))
+        }
+        Arrival::TooMany => {
+            Some(format!("warning: the server announced more than {MAX_MAX_CLIENTS} peers; {name} ignored"))
         }
     }
 }

@@ -15,10 +15,10 @@ use super::identity::{self, IdentitySource};
 use super::peers::{KnownPeers, Peers};
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
-use crate::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, PROTOCOL_VERSION, WRITE_TIMEOUT};
+use crate::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, MAX_MAX_CLIENTS, PROTOCOL_VERSION, WRITE_TIMEOUT};
 use crate::shared::message::{ClientMessage, Peer, RefusalCode, ServerMessage};
 use crate::shared::names::validate_name;
-use crate::shared::visible::visible;
+use crate::shared::visible::{visible, visible_capped};
 
 /// How long to wait for the server to answer the hello or the quit.
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -95,7 +95,7 @@ pub(crate) fn join(
                         return Ok(Joined { name: candidate, identity, writer, reader, peers });
                     }
                     Ok(Reply::Refused(code, reason)) => {
-                        format!("{}{}", visible(&reason), refusal_hint(code, may_ask_again))
+                        format!("{}{}", visible_capped(&reason), refusal_hint(code, may_ask_again))
                     }
                     Err(e) => {
                         printer.error(&e);
@@ -170,15 +170,22 @@ fn hello(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<R
 
 /// Prints who we are connected as and who is online, and records their
 /// keys: the registry the menu sends from, and the trust it implies.
-fn welcome(server: &str, name: &str, online: Vec<Peer>, known: KnownPeers, printer: &Printer) -> Peers {
+fn welcome(server: &str, name: &str, mut online: Vec<Peer>, known: KnownPeers, printer: &Printer) -> Peers {
     println!("Connected to {server} as {name}");
+    if online.len() > MAX_MAX_CLIENTS {
+        printer.event(&format!(
+            "warning: the server listed {} peers, more than any server may have; only the first {MAX_MAX_CLIENTS} are kept",
+            online.len()
+        ));
+        online.truncate(MAX_MAX_CLIENTS);
+    }
     let names = online.iter().map(|p| visible(&p.name).into_owned()).collect::<Vec<_>>();
     if names.is_empty() {
         println!("online: nobody else yet");
     } else {
         println!("online: {}", names.join(", "));
     }
-    let mut peers = Peers::new(known);
+    let mut peers = Peers::new(known, name);
     for peer in online {
         let arrival = peers.insert(&peer.name, peer.public_key);
         if let Some(line) = describe_arrival(&peer.name, &arrival) {

@@ -13,7 +13,7 @@ use super::player;
 use super::session::Session;
 use crate::shared::message::ClientMessage;
 use crate::shared::video::Pace;
-use crate::shared::visible::visible;
+use crate::shared::visible::{visible, visible_capped};
 
 /// The menu loop; returns when the user quits or input ends.
 pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, display: Display, pace: Pace) {
@@ -140,8 +140,8 @@ fn video_flow(console: &mut Console, session: &Session, media: &Inbox, display: 
     }
     println!("Available videos:");
     for (i, video) in videos.iter().enumerate() {
-        let labels: Vec<String> = video.resolutions.iter().map(|r| visible(r).into_owned()).collect();
-        println!("  {}. {} ({}){}", i + 1, visible(&video.name), labels.join(", "), preparing(video.prepared));
+        let labels: Vec<String> = video.resolutions.iter().map(|r| visible_capped(r).into_owned()).collect();
+        println!("  {}. {} ({}){}", i + 1, visible_capped(&video.name), labels.join(", "), preparing(video.prepared));
     }
     let chosen = loop {
         let answer = match ask_choice(console, "Video (number or name): ") {

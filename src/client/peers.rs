@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::shared::crypto::{CryptoError, Fingerprint, PeerKey};
+use crate::shared::limits::MAX_MAX_CLIENTS;
 use crate::shared::names::validate_name;
 
 struct Entry {
@@ -36,21 +37,25 @@ pub(crate) enum Arrival {
     Changed { was: Fingerprint, now: Fingerprint },
     /// Not a PEM key at all; the peer was not added.
     Unusable,
-    /// A name that breaks the naming rules (a lying server); not added, and
-    /// never written to the known-peers file.
+    /// A name that breaks the naming rules, or our own name (a lying
+    /// server); not added, and never written to the known-peers file.
     InvalidName(String),
+    /// More peers than any server may have (`MAX_MAX_CLIENTS`); not added.
+    TooMany,
 }
 
 /// Everyone else connected, by name, and the fingerprints trusted so far.
 pub(crate) struct Peers {
     entries: BTreeMap<String, Entry>,
     known: KnownPeers,
+    /// Our own name: a peer announced under it is the server lying.
+    own: String,
 }
 
 impl Peers {
-    /// An empty registry trusting what `known` trusts.
-    pub(crate) fn new(known: KnownPeers) -> Peers {
-        Peers { entries: BTreeMap::new(), known }
+    /// An empty registry for the client joined as `own`, trusting what `known` trusts.
+    pub(crate) fn new(known: KnownPeers, own: &str) -> Peers {
+        Peers { entries: BTreeMap::new(), known, own: own.to_string() }
     }
 
     /// Records a peer's key and says what it means for trust. Call
@@ -58,6 +63,12 @@ impl Peers {
     pub(crate) fn insert(&mut self, name: &str, pem: Arc<str>) -> Arrival {
         if let Err(e) = validate_name(name) {
             return Arrival::InvalidName(e.to_string());
+        }
+        if name == self.own {
+            return Arrival::InvalidName("it is your own name".into());
+        }
+        if self.entries.len() >= MAX_MAX_CLIENTS && !self.entries.contains_key(name) {
+            return Arrival::TooMany;
         }
         let Some(fingerprint) = Fingerprint::of_pem(&pem) else { return Arrival::Unusable };
         let (arrival, replaced) = match self.known.get(name) {
@@ -256,14 +267,14 @@ mod tests {
         let (one, two) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         let (dir, path) = empty_known_peers_file("ciphercast-known");
 
-        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap(), "me");
         assert_eq!(peers.insert("bob smith", one.public_pem().into()), Arrival::New(one.fingerprint()));
         assert_eq!(peers.insert("bob smith", one.public_pem().into()), Arrival::Known);
         peers.save_known().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("bob smith {}\n", one.fingerprint()));
 
         // A later run remembers bob, and notices his new key.
-        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap(), "me");
         let arrival = peers.insert("bob smith", two.public_pem().into());
         assert_eq!(arrival, Arrival::Changed { was: one.fingerprint(), now: two.fingerprint() });
         assert_eq!(peers.unconfirmed_change("bob smith"), Some((one.fingerprint(), two.fingerprint())));
@@ -288,12 +299,12 @@ mod tests {
         let line = |name: &str, identity: &Identity| format!("{name} {}\n", identity.fingerprint());
 
         // A first run meets a and b; a second run, loading the file, meets c and a again.
-        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap(), "me");
         for name in ["b", "a"] {
             peers.insert(name, one.public_pem().into());
             peers.save_known().unwrap();
         }
-        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap(), "me");
         peers.insert("c", one.public_pem().into());
         peers.insert("a", one.public_pem().into());
         peers.save_known().unwrap();
@@ -315,7 +326,7 @@ mod tests {
         // A file whose last line lost its newline (edited by hand): the next
         // name goes on a line of its own.
         fs::write(&path, rewritten.trim_end()).unwrap();
-        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap(), "me");
         peers.insert("d", one.public_pem().into());
         peers.save_known().unwrap();
         let reloaded = KnownPeers::load(path.clone()).unwrap();
@@ -325,7 +336,7 @@ mod tests {
         // rewritten whole at the next save.
         let all = fs::read_to_string(&path).unwrap();
         fs::write(&path, format!("{all}e 3f2a 91c0")).unwrap();
-        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap());
+        let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap(), "me");
         assert_eq!(peers.insert("e", two.public_pem().into()), Arrival::New(two.fingerprint()));
         peers.save_known().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("{all}{}", line("e", &two)));

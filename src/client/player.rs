@@ -21,7 +21,7 @@ use super::inbox::{Inbox, Media, Picture};
 use super::session::Session;
 use crate::shared::message::{ClientMessage, VideoInfo};
 use crate::shared::video::{EndReason, FrameHeader, Pace};
-use crate::shared::visible::visible;
+use crate::shared::visible::{visible, visible_capped};
 
 /// How long to wait for the server before giving up on a reply.
 const REPLY_WAIT: Duration = Duration::from_secs(20);
@@ -179,15 +179,15 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
                     }
                 }
                 let wish = match (display::decode(&jpeg), screen.as_mut()) {
-                    (Some(picture), Some(screen)) => {
+                    (Ok(picture), Some(screen)) => {
                         // Names from the server reach the title bar or the terminal made visible.
-                        screen.show(&visible(&stats.video), &visible(&header.resolution), &picture)
+                        screen.show(&visible_capped(&stats.video), &visible_capped(&header.resolution), &picture)
                     }
-                    (None, _) => {
-                        session.printer.event(&format!("warning: frame {} is not a valid JPEG", header.sequence));
+                    (Err(why), _) => {
+                        session.printer.event(&format!("warning: frame {} {why}", header.sequence));
                         Wish::Continue
                     }
-                    (Some(_), None) => Wish::Continue,
+                    (Ok(_), None) => Wish::Continue,
                 };
                 if (wish == Wish::Stop || session.mode.stop_requested()) && !stop_sent {
                     stop_sent = request_stop(session, stream);
@@ -201,7 +201,7 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
                 stats.total = total.unwrap_or(stats.total);
                 if reason == EndReason::Error {
                     let why = message.unwrap_or_else(|| "unknown error".into());
-                    session.printer.error(&format!("playback failed: {}", visible(&why)));
+                    session.printer.error(&format!("playback failed: {}", visible_capped(&why)));
                 }
                 break;
             }

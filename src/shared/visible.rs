@@ -13,6 +13,24 @@ use std::fmt::Write;
 
 use super::names::is_control_or_format;
 
+/// The most bytes of a server's own text (an error, a refusal reason, a
+/// video's name or label) printed; a peer's message is printed whole.
+pub const SERVER_TEXT_MAX: usize = 4096;
+
+/// [`visible`], cut after [`SERVER_TEXT_MAX`] bytes with `… (N more bytes)`:
+/// for text from the server that is not a peer's message, so that a 15 MiB
+/// error string is not one 15 MiB line.
+pub fn visible_capped(text: &str) -> Cow<'_, str> {
+    if text.len() <= SERVER_TEXT_MAX {
+        return visible(text);
+    }
+    let mut cut = SERVER_TEXT_MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!("{}… ({} more bytes)", visible(&text[..cut]), text.len() - cut))
+}
+
 /// Returns `text` with every control and format character replaced by a
 /// visible escape. Borrowed when there was nothing to replace.
 pub fn visible(text: &str) -> Cow<'_, str> {
@@ -52,5 +70,14 @@ mod tests {
         assert_eq!(visible("a\r\nb\u{9b}c"), "a\\r\\nb\\x9bc");
         assert_eq!(visible("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
         assert!(!visible("\u{1b}\u{7f}\u{0}").chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn server_text_is_cut_at_4_kib_on_a_character_boundary() {
+        assert_eq!(visible_capped("short"), "short");
+        let long = format!("{}é{}", "a".repeat(SERVER_TEXT_MAX - 1), "b".repeat(10_000));
+        let shown = visible_capped(&long);
+        assert!(shown.starts_with(&"a".repeat(SERVER_TEXT_MAX - 1)));
+        assert!(shown.ends_with("… (10002 more bytes)"), "{}", &shown[shown.len() - 30..]);
     }
 }
