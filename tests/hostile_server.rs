@@ -22,9 +22,19 @@ struct Lying {
 }
 
 fn lying_server() -> Lying {
+    lying_server_for(&support::fresh_config_dir())
+}
+
+/// [`lying_server`], for a client whose configuration (its key, its known
+/// peers, the ids it has seen) lives in `config`.
+fn lying_server_for(config: &std::path::Path) -> Lying {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let client = Process::start(&["client", "--server", &address, "--name", "me", "--display", "none"]);
+    let client = Process::start_command(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ciphercast"))
+            .args(["client", "--server", &address, "--name", "me", "--display", "none"])
+            .env("XDG_CONFIG_HOME", config),
+    );
     let (socket, _) = listener.accept().unwrap();
     socket.set_read_timeout(Some(TIMEOUT)).unwrap();
     let from_client = FrameReader::new(socket.try_clone().unwrap(), MAX_FRAME_LEN);
@@ -183,4 +193,32 @@ fn the_client_holds_its_limits_against_a_server_that_pushes_past_them() {
     assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Quit));
     to_client.send(&ServerMessage::Goodbye).unwrap();
     assert_eq!(client.finish(), 0);
+}
+
+#[test]
+fn a_replay_is_refused_after_the_client_restarts_with_its_identity() {
+    let config = support::fresh_config_dir();
+    let alice = identity(0);
+    let mut envelope = None;
+    for run in ["first", "second"] {
+        let Lying { mut client, mut from_client, mut to_client, .. } = lying_server_for(&config);
+        let Ok(ClientMessage::Hello { public_key, .. }) = from_client.recv::<ClientMessage>() else {
+            panic!("no hello")
+        };
+        let me = PeerKey::from_pem(&public_key).unwrap();
+        let peers = vec![Peer { name: "alice".into(), public_key: alice.public_pem().into() }];
+        to_client.send(&ServerMessage::Welcome { version: PROTOCOL_VERSION, name: "me".into(), peers }).unwrap();
+        // The same envelope both times: sealed once, to the key the client keeps.
+        let sealed = envelope.get_or_insert_with(|| alice.seal("alice", "me", &me, "only once").unwrap()).clone();
+        to_client.send(&ServerMessage::Sealed { from: "alice".into(), envelope: sealed }).unwrap();
+        if run == "first" {
+            client.wait_for(Stream::Out, "[alice] only once");
+        } else {
+            client.wait_for(Stream::Out, "warning: message from alice rejected: replayed");
+        }
+        client.close_stdin();
+        assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Quit));
+        to_client.send(&ServerMessage::Goodbye).unwrap();
+        assert_eq!(client.finish(), 0);
+    }
 }

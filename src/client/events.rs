@@ -23,7 +23,7 @@ use super::peers::Arrival;
 use super::session::Session;
 use super::terminal;
 use crate::shared::connection::FrameReader;
-use crate::shared::crypto::{CryptoError, now_millis};
+use crate::shared::crypto::{CryptoError, Identity, now_millis};
 use crate::shared::frame::{FrameError, FrameKind};
 use crate::shared::limits::MAX_MAX_CLIENTS;
 use crate::shared::message::{Envelope, ServerMessage, decode};
@@ -191,24 +191,29 @@ fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
         }
     };
     // RSA work happens outside the peers lock (the guard above is a temporary).
-    match session.identity.open(from, &key, envelope) {
-        Ok(text) => match session.freshness().admit(&envelope.id, envelope.sent_at, now_millis()) {
-            Ok(()) => match session.peers().unconfirmed_change(from) {
-                // Signed by a key we have not accepted: the text is not shown
-                // (a swapped key is exactly how a lying server would speak
-                // for someone), only how to accept the key if it is genuine.
-                Some((was, now)) => format!(
-                    "warning: a message from {name} signed with a CHANGED key (was {was}, now {now}) is not shown.\n  If {name} really has a new key (compare fingerprints aloud), send {name} a message and answer y to accept it.",
-                    name = visible(from)
-                ),
-                None => format_message(from, &text),
-            },
-            Err(why) => format!("warning: message from {} rejected: {why}", visible(from)),
-        },
-        Err(e @ (CryptoError::BadSignature(_) | CryptoError::Undecryptable | CryptoError::NotUtf8)) => {
-            format!("warning: message from {} rejected: {e}", visible(from))
-        }
-        Err(e) => format!("warning: message from {} not shown: {e}", visible(from)),
+    // Signature, then freshness, then decryption: a replayed copy costs a
+    // signature check, never a private-key operation.
+    let rejected = |why: &dyn std::fmt::Display| format!("warning: message from {} rejected: {why}", visible(from));
+    if let Err(e) = Identity::verify(from, &key, envelope) {
+        return rejected(&e);
+    }
+    if let Err(why) = session.freshness().admit(from, &envelope.id, envelope.sent_at, now_millis()) {
+        return rejected(&why);
+    }
+    let text = match session.identity.decrypt(from, envelope) {
+        Ok(text) => text,
+        Err(e @ (CryptoError::Undecryptable | CryptoError::NotUtf8)) => return rejected(&e),
+        Err(e) => return format!("warning: message from {} not shown: {e}", visible(from)),
+    };
+    match session.peers().unconfirmed_change(from) {
+        // Signed by a key we have not accepted: the text is not shown (a
+        // swapped key is exactly how a lying server would speak for
+        // someone), only how to accept the key if it is genuine.
+        Some((was, now)) => format!(
+            "warning: a message from {name} signed with a CHANGED key (was {was}, now {now}) is not shown.\n  If {name} really has a new key (compare fingerprints aloud), send {name} a message and answer y to accept it.",
+            name = visible(from)
+        ),
+        None => format_message(from, &text),
     }
 }
 

@@ -4,7 +4,8 @@
 //! first use only means something if the client is the same one next time,
 //! so by default the key is kept, per name, under
 //! `$XDG_CONFIG_HOME/ciphercast/` (`~/.config/ciphercast/` when unset), with
-//! the fingerprints of known peers beside it (`….known_peers`): run the
+//! the fingerprints of known peers (`….known_peers`) and the ids of the
+//! messages it opened (`….seen`, see `freshness.rs`) beside it: run the
 //! client twice as `alice` and it shows the same fingerprint, and a peer
 //! whose key changed between the runs is noticed. `--identity PATH` names
 //! the file instead; `--ephemeral` makes a fresh key that nothing is
@@ -31,13 +32,21 @@ pub enum IdentitySource {
     Ephemeral,
 }
 
+/// A loaded identity: the key, the peers it trusts, and where the ids of
+/// messages it has opened are remembered (`None`: in memory only).
+pub(crate) struct Loaded {
+    pub(crate) identity: Identity,
+    pub(crate) known: KnownPeers,
+    pub(crate) seen: Option<PathBuf>,
+}
+
 /// Loads (or creates) the key for `name` and its known peers. `Err`: the
 /// line to print.
-pub(crate) fn load(source: &IdentitySource, name: &str) -> Result<(Identity, KnownPeers), String> {
+pub(crate) fn load(source: &IdentitySource, name: &str) -> Result<Loaded, String> {
     let path = match source {
         IdentitySource::Ephemeral => {
             let identity = Identity::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
-            return Ok((identity, KnownPeers::default()));
+            return Ok(Loaded { identity, known: KnownPeers::default(), seen: None });
         }
         IdentitySource::File(path) => path.clone(),
         IdentitySource::PerName => {
@@ -48,10 +57,13 @@ pub(crate) fn load(source: &IdentitySource, name: &str) -> Result<(Identity, Kno
     };
     refuse_if_readable_by_others(&path)?;
     let (identity, _) = Identity::load_or_create(&path).map_err(|e| e.to_string())?;
-    let mut known_path = path.into_os_string();
-    known_path.push(".known_peers");
-    let known = KnownPeers::load(known_path.into())?;
-    Ok((identity, known))
+    let beside = |suffix: &str| {
+        let mut path = path.clone().into_os_string();
+        path.push(suffix);
+        PathBuf::from(path)
+    };
+    let known = KnownPeers::load(beside(".known_peers"))?;
+    Ok(Loaded { identity, known, seen: Some(beside(".seen")) })
 }
 
 /// `$XDG_CONFIG_HOME/ciphercast`, or `$HOME/.config/ciphercast`.

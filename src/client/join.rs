@@ -32,6 +32,8 @@ pub(crate) struct Joined {
     pub(crate) name: String,
     /// Our key, as loaded for that name.
     pub(crate) identity: Identity,
+    /// Where the ids of messages we opened are kept, if anywhere.
+    pub(crate) seen: Option<std::path::PathBuf>,
     /// The writing half, for the session.
     pub(crate) writer: FrameWriter<TcpStream>,
     /// The reading half, for the reader thread.
@@ -55,7 +57,7 @@ pub(crate) fn join(
     // Asking again only makes sense when a person is typing the name.
     let may_ask_again = name.is_none() && io::stdin().is_terminal();
     // The key last loaded, and the name it was loaded for (a key per name by default).
-    let mut loaded: Option<(String, Identity, KnownPeers)> = None;
+    let mut loaded: Option<(String, identity::Loaded)> = None;
     loop {
         let candidate = match name.take() {
             Some(name) => name,
@@ -72,14 +74,14 @@ pub(crate) fn join(
             Ok(()) => {
                 let reload = match (&loaded, source) {
                     (None, _) => true,
-                    (Some((for_name, ..)), IdentitySource::PerName) => *for_name != candidate,
+                    (Some((for_name, _)), IdentitySource::PerName) => *for_name != candidate,
                     _ => false,
                 };
                 if reload {
                     match identity::load(source, &candidate) {
-                        Ok((identity, known)) => {
-                            println!("Your fingerprint: {}", identity.fingerprint());
-                            loaded = Some((candidate.clone(), identity, known));
+                        Ok(identity) => {
+                            println!("Your fingerprint: {}", identity.identity.fingerprint());
+                            loaded = Some((candidate.clone(), identity));
                         }
                         Err(e) => {
                             printer.error(&e);
@@ -87,12 +89,14 @@ pub(crate) fn join(
                         }
                     }
                 }
-                let Some((_, identity, _)) = &loaded else { return Err(1) };
-                match hello(server, &candidate, identity, trace) {
+                let Some((_, ours)) = &loaded else { return Err(1) };
+                match hello(server, &candidate, &ours.identity, trace) {
                     Ok(Reply::Welcome { writer, reader, peers }) => {
-                        let Some((_, identity, known)) = loaded.take() else { return Err(1) };
+                        let Some((_, identity::Loaded { identity, known, seen })) = loaded.take() else {
+                            return Err(1);
+                        };
                         let peers = welcome(server, &candidate, peers, known, &printer);
-                        return Ok(Joined { name: candidate, identity, writer, reader, peers });
+                        return Ok(Joined { name: candidate, identity, seen, writer, reader, peers });
                     }
                     Ok(Reply::Refused(code, reason)) => {
                         format!("{}{}", visible_capped(&reason), refusal_hint(code, may_ask_again))

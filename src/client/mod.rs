@@ -34,8 +34,10 @@ pub use identity::IdentitySource;
 use std::sync::Arc;
 
 use console::Console;
+use freshness::Freshness;
 use session::Session;
 
+use crate::shared::crypto::now_millis;
 use crate::shared::video::Pace;
 
 /// How the client was started.
@@ -65,7 +67,8 @@ pub fn run(config: Config) -> i32 {
         Ok(joined) => joined,
         Err(status) => return status,
     };
-    let session = Arc::new(Session::new(joined.name, joined.identity, joined.peers, joined.writer, printer));
+    let freshness = Freshness::load(joined.seen, now_millis());
+    let session = Arc::new(Session::new(joined.name, joined.identity, joined.peers, joined.writer, freshness, printer));
     let reader = match events::start(Arc::clone(&session), joined.reader) {
         Ok(reader) => reader,
         Err(e) => {

@@ -224,7 +224,7 @@ impl KnownPeers {
 }
 
 /// Options that create a file readable by its owner only (0600).
-fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+pub(super) fn private(options: &mut OpenOptions) -> &mut OpenOptions {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -236,7 +236,7 @@ fn private(options: &mut OpenOptions) -> &mut OpenOptions {
 /// Replaces `path` with `bytes` as a whole: written to a new temporary file
 /// (created exclusively, so a link planted under its name is never
 /// followed), made durable, then renamed over the old one.
-fn replace_privately(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn replace_privately(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(format!(".tmp-{}", std::process::id()));
     let _ = fs::remove_file(&temporary);

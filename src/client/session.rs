@@ -76,6 +76,7 @@ impl Session {
         identity: Identity,
         peers: Peers,
         writer: FrameWriter<TcpStream>,
+        freshness: Freshness,
         printer: Printer,
     ) -> Session {
         Session {
@@ -84,7 +85,7 @@ impl Session {
             printer,
             peers: Mutex::new(peers),
             writer: Mutex::new(writer),
-            freshness: Mutex::new(Freshness::default()),
+            freshness: Mutex::new(freshness),
             mode: SharedMode::new(),
         }
     }

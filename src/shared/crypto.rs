@@ -265,10 +265,23 @@ impl Identity {
     /// then decrypts it. The signature is checked first: nothing unverified
     /// is ever decrypted.
     pub fn open(&self, from: &str, sender: &PeerKey, envelope: &Envelope) -> Result<String, CryptoError> {
+        Identity::verify(from, sender, envelope)?;
+        self.decrypt(from, envelope)
+    }
+
+    /// The first half of [`Identity::open`]: checks that `sender` signed the
+    /// envelope as `from` (everything in it, the ciphertext included). Cheap
+    /// next to decrypting, so a recipient checks freshness between the two.
+    pub fn verify(from: &str, sender: &PeerKey, envelope: &Envelope) -> Result<(), CryptoError> {
         sender
             .key
             .pss_verify::<Sha256>(&signed_bytes(from, envelope), &envelope.signature)
-            .map_err(|_| CryptoError::BadSignature(from.to_string()))?;
+            .map_err(|_| CryptoError::BadSignature(from.to_string()))
+    }
+
+    /// The second half of [`Identity::open`]: unwraps the message key with
+    /// our private key and decrypts. Call only after [`Identity::verify`].
+    pub fn decrypt(&self, from: &str, envelope: &Envelope) -> Result<String, CryptoError> {
         let aes_key = self.key.oaep_decrypt::<Sha256>(&envelope.wrapped_key).map_err(|_| CryptoError::Undecryptable)?;
         let key = Key::<Aes256Gcm>::try_from(aes_key.as_slice()).map_err(|_| CryptoError::Undecryptable)?;
         let nonce = Nonce::try_from(envelope.nonce.as_slice()).map_err(|_| CryptoError::Undecryptable)?;
