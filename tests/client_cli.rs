@@ -239,3 +239,15 @@ fn without_flags_the_key_is_kept_per_name_and_a_swapped_peer_key_is_noticed() {
     assert_ne!(fingerprint_of(&ephemeral), fingerprint_of(&again));
     assert_eq!(files(), before, "--ephemeral wrote nothing");
 }
+
+#[test]
+fn a_server_that_never_answers_the_hello_is_reported_as_such() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let mut client = Process::start(&["client", "--server", &address, "--name", "alice", "--ephemeral"]);
+    // Accept, then say nothing (the socket stays open until the test ends).
+    let (_silent, _) = listener.accept().unwrap();
+    let line = client.wait_for(Stream::Err, "did not answer");
+    assert!(line.contains(&format!("the server at {address} did not answer for 15 s")), "{line}");
+    assert_eq!(client.finish(), 1);
+}

@@ -15,6 +15,7 @@ use super::identity::{self, IdentitySource};
 use super::peers::{KnownPeers, Peers};
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
+use crate::shared::frame::FrameError;
 use crate::shared::limits::{CLIENT_READ_BUFFER, MAX_FRAME_LEN, MAX_MAX_CLIENTS, PROTOCOL_VERSION, WRITE_TIMEOUT};
 use crate::shared::message::{ClientMessage, Peer, RefusalCode, ServerMessage};
 use crate::shared::names::validate_name;
@@ -167,6 +168,11 @@ fn hello(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<R
         }
         Ok(ServerMessage::Refused { code, reason }) => Ok(Reply::Refused(code, reason)),
         Ok(other) => Err(format!("unexpected reply to the hello: {}", visible(&format!("{other:?}")))),
+        Err(RecvError::Frame(FrameError::Io(e)))
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+        {
+            Err(format!("the server at {server} did not answer for {} s", REPLY_TIMEOUT.as_secs()))
+        }
         Err(RecvError::Message(e)) => Err(lost(&e)),
         Err(RecvError::Frame(e)) => Err(lost(&e)),
     }

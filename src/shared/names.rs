@@ -26,6 +26,12 @@ pub enum NameError {
     /// A control or format character (newline, ESC, zero-width, bidi override, ...).
     #[error("name must not contain control or format characters (found U+{0:04X})")]
     ForbiddenChar(u32),
+    /// A default-ignorable code point (U+3164 HANGUL FILLER, a variation
+    /// selector such as U+FE0F, U+034F COMBINING GRAPHEME JOINER, …): drawn
+    /// as nothing, so `bob` and `bob` with one of these are two people who
+    /// look the same.
+    #[error("name must not contain invisible characters (found U+{0:04X})")]
+    Invisible(u32),
     /// Leading or trailing white space, which would make `bob` and `bob ` two people.
     #[error("name must not start or end with white space")]
     Padded,
@@ -45,6 +51,9 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     if let Some(c) = name.chars().find(|&c| is_control_or_format(c)) {
         return Err(NameError::ForbiddenChar(c as u32));
     }
+    if let Some(c) = name.chars().find(|&c| is_default_ignorable(c)) {
+        return Err(NameError::Invisible(c as u32));
+    }
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
         return Err(NameError::Padded);
     }
@@ -60,6 +69,16 @@ pub fn is_control_or_format(c: char) -> bool {
             | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
             | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
             | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// True for Unicode's default-ignorable code points
+/// (`Default_Ignorable_Code_Point` in DerivedCoreProperties.txt, Unicode 15):
+/// characters a renderer shows as nothing when it does not support them.
+pub fn is_default_ignorable(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF
+        | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
 }
 
 #[cfg(test)]
@@ -82,5 +101,8 @@ mod tests {
         assert_eq!(validate_name("bob\u{202E}"), Err(NameError::ForbiddenChar(0x202E)));
         assert_eq!(validate_name("b\u{200B}ob"), Err(NameError::ForbiddenChar(0x200B)));
         assert_eq!(validate_name(" bob"), Err(NameError::Padded));
+        assert_eq!(validate_name("bob\u{3164}"), Err(NameError::Invisible(0x3164)));
+        assert_eq!(validate_name("bob\u{FE0F}"), Err(NameError::Invisible(0xFE0F)));
+        assert_eq!(validate_name("b\u{034F}ob"), Err(NameError::Invisible(0x034F)));
     }
 }
