@@ -843,3 +843,17 @@ fn a_sender_is_told_when_its_addressee_could_not_keep_up() {
     let seen = slowpoke.finish();
     assert!(seen.ended.is_some(), "slowpoke was never disconnected ({} messages)", seen.sealed);
 }
+
+#[test]
+fn a_name_that_looks_like_a_connected_one_is_refused() {
+    let server = TestServer::with_defaults();
+    let (_bob, _) = TestClient::join(server.addr, "bob", identity(1));
+    for (name, code) in [("b\u{043E}b", RefusalCode::ConfusableName), ("bob\u{3164}", RefusalCode::InvalidName)] {
+        let (_client, reply) = TestClient::hello(server.addr, name, identity(2).public_pem());
+        match reply {
+            ServerMessage::Refused { code: got, reason } => assert_eq!(got, code, "{name:?}: {reason}"),
+            other => panic!("{name:?} was not refused: {other:?}"),
+        }
+    }
+    let (_rob, _) = TestClient::join(server.addr, "rob", identity(2));
+}

@@ -8,7 +8,7 @@
 //! `known_hosts`: trust on first use, and a loud warning when a name comes
 //! back with another key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use crate::shared::crypto::{CryptoError, Fingerprint, PeerKey};
 use crate::shared::limits::MAX_MAX_CLIENTS;
-use crate::shared::names::validate_name;
+use crate::shared::names::{skeleton, validate_name};
+use crate::shared::visible::visible;
 
 struct Entry {
     pem: Arc<str>,
@@ -50,12 +51,16 @@ pub(crate) struct Peers {
     known: KnownPeers,
     /// Our own name: a peer announced under it is the server lying.
     own: String,
+    /// The confusable skeleton of our name and of every peer's, to the name:
+    /// a newcomer who looks like one of them is refused.
+    skeletons: HashMap<String, String>,
 }
 
 impl Peers {
     /// An empty registry for the client joined as `own`, trusting what `known` trusts.
     pub(crate) fn new(known: KnownPeers, own: &str) -> Peers {
-        Peers { entries: BTreeMap::new(), known, own: own.to_string() }
+        let skeletons = HashMap::from([(skeleton(own), own.to_string())]);
+        Peers { entries: BTreeMap::new(), known, own: own.to_string(), skeletons }
     }
 
     /// Records a peer's key and says what it means for trust. Call
@@ -70,6 +75,10 @@ impl Peers {
         if self.entries.len() >= MAX_MAX_CLIENTS && !self.entries.contains_key(name) {
             return Arrival::TooMany;
         }
+        let look = skeleton(name);
+        if let Some(other) = self.skeletons.get(&look).filter(|other| *other != name) {
+            return Arrival::InvalidName(format!("it looks like \"{}\"", visible(other)));
+        }
         let Some(fingerprint) = Fingerprint::of_pem(&pem) else { return Arrival::Unusable };
         let (arrival, replaced) = match self.known.get(name) {
             None => {
@@ -80,12 +89,15 @@ impl Peers {
             Some(trusted) => (Arrival::Changed { was: trusted, now: fingerprint }, Some(trusted)),
         };
         self.entries.insert(name.to_string(), Entry { pem, fingerprint, parsed: None, replaced });
+        self.skeletons.insert(look, name.to_string());
         arrival
     }
 
     /// Forgets a peer (its trusted fingerprint is kept).
     pub(crate) fn remove(&mut self, name: &str) {
-        self.entries.remove(name);
+        if self.entries.remove(name).is_some() {
+            self.skeletons.remove(&skeleton(name));
+        }
     }
 
     /// Whether `name` is connected.
@@ -341,5 +353,17 @@ mod tests {
         peers.save_known().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("{all}{}", line("e", &two)));
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_look_alike_of_our_name_or_of_a_peer_is_not_added() {
+        let mut peers = Peers::new(KnownPeers::default(), "me");
+        let key: Arc<str> = crate::shared::crypto::Identity::generate().unwrap().public_pem().into();
+        assert!(matches!(peers.insert("bob", Arc::clone(&key)), Arrival::New(_)));
+        let arrival = peers.insert("b\u{043E}b", Arc::clone(&key));
+        assert_eq!(arrival, Arrival::InvalidName("it looks like \"bob\"".into()));
+        assert!(matches!(peers.insert("m\u{0435}", Arc::clone(&key)), Arrival::InvalidName(_)), "Cyrillic e in me");
+        peers.remove("bob");
+        assert!(matches!(peers.insert("b\u{043E}b", key), Arrival::New(_)), "bob is gone");
     }
 }

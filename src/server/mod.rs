@@ -36,6 +36,7 @@ mod live;
 mod outbox;
 mod pacing;
 mod prepare;
+mod refusal;
 mod registry;
 mod sources;
 mod store;

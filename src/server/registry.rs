@@ -19,7 +19,7 @@
 //! looks its recipients up under the lock; it may then wait for a congested
 //! recipient (see [`wait_for_readers`]) and queues the copies after letting go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use log::info;
@@ -29,11 +29,10 @@ use super::config::RelayMode;
 use super::flow_control::{give_up_at, wait_for_readers};
 use super::group_commit::{Announcements, Arrivals};
 use super::outbox::{Outbox, Outgoing, Overflow};
-use crate::shared::crypto::CryptoError;
+use super::refusal::Refusal;
 use crate::shared::frame::FrameError;
-use crate::shared::limits::PROTOCOL_VERSION;
-use crate::shared::message::{Envelope, LeaveReason, Peer, RefusalCode, ServerMessage, encode};
-use crate::shared::names::NameError;
+use crate::shared::message::{Envelope, LeaveReason, Peer, ServerMessage, encode};
+use crate::shared::names::skeleton;
 
 /// The shared registry of joined clients.
 pub(crate) struct Registry {
@@ -47,6 +46,8 @@ pub(crate) struct Registry {
 struct State {
     /// Sorted by name, so lists come out in a stable, readable order.
     members: BTreeMap<Arc<str>, Member>,
+    /// Every member's name by its confusable skeleton: one look-alike at a time.
+    skeletons: HashMap<String, Arc<str>>,
     /// Set by [`Registry::close_all`]: no join is accepted after it.
     closed: bool,
 }
@@ -54,6 +55,7 @@ struct State {
 struct Member {
     public_key: Arc<str>,
     outbox: Outbox,
+    skeleton: String,
 }
 
 /// A newcomer on its way in (see [`Registry::join`]).
@@ -61,6 +63,8 @@ struct Arrival {
     name: Arc<str>,
     public_key: Arc<str>,
     outbox: Outbox,
+    /// Its name's confusable skeleton, computed before the lock was taken.
+    skeleton: String,
     /// Its `peer_joined`, encoded before the lock was taken.
     announcement: Vec<u8>,
     /// Where the admitting thread answers: how many are online, or why not.
@@ -93,10 +97,12 @@ impl Registry {
         let announcement = ServerMessage::PeerJoined { name: Arc::clone(&name), public_key: Arc::clone(&public_key) };
         let announcement = encode(&announcement).map_err(|e| Refusal::Protocol(e.to_string()))?;
         let (reply, answer) = crossbeam_channel::bounded(1);
+        let skeleton = skeleton(&name);
         self.arrivals.push(Arrival {
             name: Arc::clone(&name),
             public_key,
             outbox: outbox.clone(),
+            skeleton,
             announcement,
             reply,
         });
@@ -120,7 +126,9 @@ impl Registry {
         for arrival in group {
             let answer = self.admit_one(state, &arrival).map(|()| {
                 announcements.add(&arrival.outbox, &arrival.announcement);
-                let member = Member { public_key: arrival.public_key, outbox: arrival.outbox };
+                state.skeletons.insert(arrival.skeleton.clone(), Arc::clone(&arrival.name));
+                let member =
+                    Member { public_key: arrival.public_key, outbox: arrival.outbox, skeleton: arrival.skeleton };
                 state.members.insert(arrival.name, member);
                 state.members.len()
             });
@@ -137,6 +145,9 @@ impl Registry {
         }
         if state.members.contains_key(&arrival.name) {
             return Err(Refusal::NameTaken(arrival.name.to_string()));
+        }
+        if let Some(online) = state.skeletons.get(&arrival.skeleton) {
+            return Err(Refusal::Confusable { name: arrival.name.to_string(), online: online.to_string() });
         }
         if state.members.len() >= self.max_clients {
             return Err(Refusal::ServerFull(self.max_clients));
@@ -160,7 +171,9 @@ impl Registry {
             if state.members.get(name).is_none_or(|member| member.outbox.id() != outbox.id()) {
                 return;
             }
-            state.members.remove(name);
+            if let Some(member) = state.members.remove(name) {
+                state.skeletons.remove(&member.skeleton);
+            }
             (state.members.len(), queue_all(state.members.values(), &notice))
         };
         kick_all(&overflowed);
@@ -251,47 +264,6 @@ fn queue_all<'a>(members: impl Iterator<Item = &'a Member>, frames: &Arc<[u8]>) 
 fn kick_all(outboxes: &[Outbox]) {
     for outbox in outboxes {
         outbox.kick("outbox overflow: the client is not reading its messages");
-    }
-}
-
-/// Why a join was refused. The server sends the reason and closes.
-#[derive(Debug, Error)]
-pub enum Refusal {
-    /// Someone connected has the name.
-    #[error("name \"{0}\" is taken")]
-    NameTaken(String),
-    /// The name breaks the rules.
-    #[error("invalid name: {0}")]
-    InvalidName(#[from] NameError),
-    /// The key is unacceptable.
-    #[error("bad key: {0}")]
-    BadKey(#[from] CryptoError),
-    /// `--max-clients` are connected.
-    #[error("server is full ({0} clients)")]
-    ServerFull(usize),
-    /// Another protocol version.
-    #[error("protocol version {0} is not supported (this server speaks {PROTOCOL_VERSION})")]
-    Version(u32),
-    /// No hello, a malformed hello, or none in time.
-    #[error("{0}")]
-    Protocol(String),
-    /// The server is going away.
-    #[error("server is shutting down")]
-    ShuttingDown,
-}
-
-impl Refusal {
-    /// The machine-readable code sent with the reason.
-    pub fn code(&self) -> RefusalCode {
-        match self {
-            Refusal::NameTaken(_) => RefusalCode::NameTaken,
-            Refusal::InvalidName(_) => RefusalCode::InvalidName,
-            Refusal::BadKey(_) => RefusalCode::BadKey,
-            Refusal::ServerFull(_) => RefusalCode::ServerFull,
-            Refusal::Version(_) => RefusalCode::Version,
-            Refusal::Protocol(_) => RefusalCode::Protocol,
-            Refusal::ShuttingDown => RefusalCode::ShuttingDown,
-        }
     }
 }
 
@@ -403,6 +375,18 @@ mod tests {
     }
 
     #[test]
+    fn a_look_alike_of_a_connected_name_is_refused_until_it_leaves() {
+        let registry = Registry::new(10);
+        let (bob, _bob_rx) = outbox(1);
+        let (fake, _fake_rx) = outbox(2);
+        registry.join("bob", "k".into(), &bob).unwrap();
+        let cyrillic = "b\u{043E}b";
+        assert!(matches!(registry.join(cyrillic, "k".into(), &fake), Err(Refusal::Confusable { .. })));
+        registry.leave("bob", &bob, LeaveReason::Quit);
+        assert!(registry.join(cyrillic, "k".into(), &fake).is_ok(), "no one to be mistaken for now");
+    }
+
+    #[test]
     fn a_group_of_joins_reads_as_if_each_had_joined_alone() {
         let registry = Registry::new(10);
         let (old, old_rx) = outbox(1);
@@ -419,8 +403,16 @@ mod tests {
                 answers.push(answer);
                 let announcement =
                     encode(&ServerMessage::PeerJoined { name: (*name).into(), public_key: "key".into() });
-                let (name, public_key, outbox) = ((*name).into(), "key".into(), outbox.clone());
-                Arrival { name, public_key, outbox, announcement: announcement.unwrap(), reply }
+                let (public_key, outbox) = ("key".into(), outbox.clone());
+                let skeleton = skeleton(name);
+                Arrival {
+                    name: (*name).into(),
+                    public_key,
+                    outbox,
+                    skeleton,
+                    announcement: announcement.unwrap(),
+                    reply,
+                }
             })
             .collect();
         let overflowed = registry.admit(&mut registry.lock(), group);

@@ -199,6 +199,8 @@ pub enum RefusalCode {
     NameTaken,
     /// The name breaks the naming rules.
     InvalidName,
+    /// The name looks like a connected client's (the same confusable skeleton).
+    ConfusableName,
     /// The key is not an acceptable RSA public key.
     BadKey,
     /// `--max-clients` are connected.

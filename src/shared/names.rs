@@ -71,6 +71,13 @@ pub fn is_control_or_format(c: char) -> bool {
             | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
+/// The name's confusable skeleton (Unicode TR39): two names with the same
+/// skeleton look alike (`bob` and Cyrillic `bоb`, `l` and `I`), so a server
+/// admits only one of them at a time.
+pub fn skeleton(name: &str) -> String {
+    unicode_security::confusable_detection::skeleton(name).collect()
+}
+
 /// True for Unicode's default-ignorable code points
 /// (`Default_Ignorable_Code_Point` in DerivedCoreProperties.txt, Unicode 15):
 /// characters a renderer shows as nothing when it does not support them.
@@ -104,5 +111,7 @@ mod tests {
         assert_eq!(validate_name("bob\u{3164}"), Err(NameError::Invisible(0x3164)));
         assert_eq!(validate_name("bob\u{FE0F}"), Err(NameError::Invisible(0xFE0F)));
         assert_eq!(validate_name("b\u{034F}ob"), Err(NameError::Invisible(0x034F)));
+        assert_eq!(skeleton("b\u{043E}b"), skeleton("bob"), "Cyrillic o");
+        assert_ne!(skeleton("bob"), skeleton("rob"));
     }
 }
