@@ -97,6 +97,9 @@ pub struct ServerArgs {
     /// Most clients joined at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS, value_parser = parse_max_clients)]
     pub max_clients: usize,
+    /// Most clients joined from one IP address [default: unlimited] (a lab behind NAT is one address).
+    #[arg(long, value_parser = parse_max_clients)]
+    pub max_per_address: Option<usize>,
 }
 
 /// Options of `ciphercast client`.

@@ -162,6 +162,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
         trace: args.trace,
         cache_mb: args.cache_mb,
         store,
+        max_per_address: args.max_per_address,
     };
     match server::run(listener, config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,

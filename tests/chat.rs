@@ -857,3 +857,16 @@ fn a_name_that_looks_like_a_connected_one_is_refused() {
     }
     let (_rob, _) = TestClient::join(server.addr, "rob", identity(2));
 }
+
+#[test]
+fn max_per_address_caps_the_clients_of_one_address_and_frees_a_place_on_leave() {
+    let server = TestServer::start(Config { max_per_address: Some(2), ..Config::default() });
+    let (mut first, _) = TestClient::join(server.addr, "one", identity(0));
+    let (_second, _) = TestClient::join(server.addr, "two", identity(1));
+    let (_third, reply) = TestClient::hello(server.addr, "three", identity(2).public_pem());
+    assert!(matches!(reply, ServerMessage::Refused { code: RefusalCode::AddressLimit, .. }), "{reply:?}");
+    first.send(&ClientMessage::Quit);
+    first.recv_until_closed();
+    let (_third, reply) = TestClient::hello(server.addr, "three", identity(2).public_pem());
+    assert!(matches!(reply, ServerMessage::Welcome { .. }), "a place was freed: {reply:?}");
+}

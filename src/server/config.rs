@@ -35,6 +35,8 @@ pub struct Config {
     /// The prepared library: every frame of every video encoded once, kept
     /// here (`None`: no store, every stream decodes).
     pub store: Option<PathBuf>,
+    /// Most clients joined from one IP address (`None`: no cap).
+    pub max_per_address: Option<usize>,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             trace: false,
             cache_mb: DEFAULT_CACHE_MB,
             store: None,
+            max_per_address: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use super::config::Config;
 use super::decoder::Decoders;
 use super::door::Door;
 use super::live::Live;
+use super::per_address::PerAddress;
 use super::prepare::Prepared;
 use super::registry::Registry;
 
@@ -22,6 +23,8 @@ pub(crate) struct Context {
     pub(crate) decoders: Arc<Decoders>,
     /// The prepared library, shared by the preparing and every streaming thread.
     pub(crate) prepared: Arc<Prepared>,
+    /// Clients joined per address, against `--max-per-address`.
+    pub(crate) per_address: Arc<PerAddress>,
     /// Connections accepted that have not joined (or left) yet.
     pub(crate) door: Arc<Door>,
     /// Every connection being served.

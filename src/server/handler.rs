@@ -31,6 +31,7 @@ use super::door::PendingJoin;
 use super::library;
 use super::live::LiveEntry;
 use super::outbox::Outbox;
+use super::per_address::Place;
 use super::refusal::Refusal;
 use super::registry::RelayError;
 use super::stream::{self, Flags, Job, VideoItem};
@@ -96,6 +97,7 @@ pub(super) fn serve(
         peer,
         name: None,
         pending: Some(pending),
+        place: None,
     };
     // A bug that panics while serving one client must not leave a ghost in
     // the registry: catch it here and clean up as for any disconnect. (The
@@ -115,6 +117,7 @@ pub(super) fn serve(
     if let Some(name) = &handler.name {
         handler.context.registry.leave(name, &handler.outbox, reason);
     }
+    handler.place = None; // the address's place is free as soon as the client has left
     // Dropping the handler drops its outbox sender; once the registry's copy
     // is gone too, the writer writes what is queued and ends.
     drop(handler);
@@ -140,6 +143,8 @@ struct Handler {
     name: Option<String>,
     /// Counts this connection among those waiting to join, until it has.
     pending: Option<PendingJoin>,
+    /// Its place among the clients joined from its address, while joined.
+    place: Option<Place>,
 }
 
 impl Handler {
@@ -210,7 +215,11 @@ impl Handler {
         // here, on this client's thread, before the registry lock is taken.
         let key = PeerKey::from_pem(&public_key).map_err(|e| Some(e.into()))?;
         let canonical = key.to_pem().map_err(|e| Some(e.into()))?;
+        // A place at this address first (given back if the join fails, as the guard drops).
+        let place =
+            self.context.per_address.take(self.peer.ip()).map_err(|limit| Some(Refusal::AddressLimit(limit)))?;
         self.context.registry.join(&name, canonical.into(), &self.outbox).map_err(Some)?;
+        self.place = place;
         // Joined: no more deadline, and frames may now be full size.
         self.reader.get_mut().deadline = None;
         let _ = self.reader.get_mut().stream.set_read_timeout(None);

@@ -35,6 +35,7 @@ mod library;
 mod live;
 mod outbox;
 mod pacing;
+mod per_address;
 mod prepare;
 mod refusal;
 mod registry;
@@ -101,12 +102,14 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
     let limit = config.max_clients + MAX_PENDING_JOINS;
     let frames = Arc::new(cache::FrameCache::new(config.cache_mb.saturating_mul(1024 * 1024)));
     let prepared = Arc::new(prepare::Prepared::new(config.store.clone(), i32::from(config.jpeg_quality)));
+    let context_limit = config.max_per_address;
     let context = Arc::new(Context {
         registry: Registry::new(config.max_clients),
         config,
         frames,
         decoders: Arc::default(),
         prepared,
+        per_address: Arc::new(per_address::PerAddress::new(context_limit)),
         door: Arc::default(),
         live: Arc::new(Live::default()),
     });

@@ -27,6 +27,9 @@ pub enum Refusal {
     /// `--max-clients` are connected.
     #[error("server is full ({0} clients)")]
     ServerFull(usize),
+    /// `--max-per-address` clients are connected from this address.
+    #[error("{0} clients are already connected from your address (the server's --max-per-address)")]
+    AddressLimit(usize),
     /// Another protocol version.
     #[error("protocol version {0} is not supported (this server speaks {PROTOCOL_VERSION})")]
     Version(u32),
@@ -47,6 +50,7 @@ impl Refusal {
             Refusal::Confusable { .. } => RefusalCode::ConfusableName,
             Refusal::BadKey(_) => RefusalCode::BadKey,
             Refusal::ServerFull(_) => RefusalCode::ServerFull,
+            Refusal::AddressLimit(_) => RefusalCode::AddressLimit,
             Refusal::Version(_) => RefusalCode::Version,
             Refusal::Protocol(_) => RefusalCode::Protocol,
             Refusal::ShuttingDown => RefusalCode::ShuttingDown,

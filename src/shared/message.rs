@@ -205,6 +205,8 @@ pub enum RefusalCode {
     BadKey,
     /// `--max-clients` are connected.
     ServerFull,
+    /// `--max-per-address` clients are connected from the same address.
+    AddressLimit,
     /// The client speaks another protocol version.
     Version,
     /// The first message was not a hello, or it did not arrive in time.
