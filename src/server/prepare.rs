@@ -304,7 +304,8 @@ impl Preparer {
                 Err(FrameError::Failed(e)) => return Err(BuildError::Source(e)),
             }
             .map_err(BuildError::Store)?;
-            let fraction = f64::from(index + 1) / f64::from(info.frames);
+            // Below 1.0 until the entry is in the store: 1.0 means a stream can use it.
+            let fraction = f64::from(index) / f64::from(info.frames);
             self.prepared.set(path, now, Progress::Preparing(fraction));
             if logged.elapsed() >= PROGRESS_EVERY {
                 logged = Instant::now();
