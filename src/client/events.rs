@@ -162,7 +162,7 @@ fn handle(session: &Session, message: ServerMessage) {
 
 /// The line that tells the user what a peer's key means for trust, if any.
 pub(crate) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> {
-    let name = visible(name);
+    let name = visible_capped(name);
     match arrival {
         Arrival::New(fingerprint) => Some(format!("new key for {name}: {fingerprint}")),
         Arrival::Known => None,

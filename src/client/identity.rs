@@ -86,20 +86,29 @@ fn create_private_dir(dir: &Path) -> Result<(), String> {
     builder.create(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
+/// At most this many bytes of the readable part of a key file's name (32
+/// CJK characters encode to 288; a file name may have 255 at most).
+const READABLE_PREFIX: usize = 48;
+
 /// The key file's name for `name`: the name with every byte outside
 /// `[A-Za-z0-9_]` percent-encoded (so `/` and `..` cannot leave the
-/// directory), then a short hash of the exact name (so `Bob` and `bob`
-/// never share a file on a case-insensitive file system).
+/// directory), cut to [`READABLE_PREFIX`] bytes, then a hash of the exact
+/// name (so `Bob` and `bob` never share a file on a case-insensitive file
+/// system, and two long names that start alike never share one either).
 pub(crate) fn file_name_for(name: &str) -> String {
     let mut file = String::new();
     for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'_' {
-            file.push(byte as char);
+        let encoded = if byte.is_ascii_alphanumeric() || byte == b'_' {
+            (byte as char).to_string()
         } else {
-            file.push_str(&format!("%{byte:02X}"));
+            format!("%{byte:02X}")
+        };
+        if file.len() + encoded.len() > READABLE_PREFIX {
+            break;
         }
+        file.push_str(&encoded);
     }
-    let hash: String = Sha256::digest(name.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = Sha256::digest(name.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect();
     format!("{file}-{hash}.pem")
 }
 
@@ -136,6 +145,9 @@ mod tests {
             assert!(!file.contains('/') && !file.starts_with('.') && !file.contains(' '), "{name}: {file}");
         }
         assert!(file_name_for("..").starts_with("%2E%2E-"));
+        let long = "李".repeat(32);
+        assert!(file_name_for(&long).len() + ".known_peers.tmp-4294967295".len() < 255, "{}", file_name_for(&long));
+        assert_ne!(file_name_for(&long), file_name_for(&format!("{}王", "李".repeat(31))));
     }
 
     #[test]

@@ -119,7 +119,12 @@ pub(crate) fn join(
 /// What the user can do about a refusal, as a second line; often nothing.
 fn refusal_hint(code: RefusalCode, may_ask_again: bool) -> &'static str {
     match code {
-        RefusalCode::NameTaken | RefusalCode::InvalidName if !may_ask_again => "\n  Choose another name with --name.",
+        RefusalCode::NameTaken | RefusalCode::InvalidName | RefusalCode::ConfusableName if !may_ask_again => {
+            "\n  Choose another name with --name."
+        }
+        RefusalCode::AddressLimit => {
+            "\n  Someone at your address must leave first, or ask for a larger --max-per-address."
+        }
         RefusalCode::ServerFull => "\n  Try again when someone leaves, or ask for a larger --max-clients.",
         RefusalCode::Version => "\n  Use the same ciphercast version as the server.",
         _ => "",
@@ -189,18 +194,24 @@ fn welcome(server: &str, name: &str, mut online: Vec<Peer>, known: KnownPeers, p
         ));
         online.truncate(MAX_MAX_CLIENTS);
     }
-    let names = online.iter().map(|p| visible(&p.name).into_owned()).collect::<Vec<_>>();
+    // Only the names the registry accepts are listed as online (not our own
+    // name, a look-alike or an invalid one: those get a warning below).
+    let mut peers = Peers::new(known, name);
+    let (mut names, mut notices) = (Vec::new(), Vec::new());
+    for peer in online {
+        let arrival = peers.insert(&peer.name, peer.public_key);
+        if peers.contains(&peer.name) {
+            names.push(visible(&peer.name).into_owned());
+        }
+        notices.extend(describe_arrival(&peer.name, &arrival));
+    }
     if names.is_empty() {
         println!("online: nobody else yet");
     } else {
         println!("online: {}", names.join(", "));
     }
-    let mut peers = Peers::new(known, name);
-    for peer in online {
-        let arrival = peers.insert(&peer.name, peer.public_key);
-        if let Some(line) = describe_arrival(&peer.name, &arrival) {
-            printer.event(&line);
-        }
+    for line in notices {
+        printer.event(&line);
     }
     if let Err(e) = peers.save_known() {
         printer.error(&e);

@@ -91,7 +91,7 @@ impl Stats {
         let resolutions: Vec<String> = self.resolutions.iter().map(|r| visible(r).into_owned()).collect();
         format!(
             "summary: video={} frames={}/{} resolutions={} fps={fps:.1} bytes={} late={} dropped={}",
-            visible(&self.video),
+            visible_capped(&self.video),
             self.received,
             self.total,
             resolutions.join(","),

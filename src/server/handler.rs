@@ -216,8 +216,9 @@ impl Handler {
         let key = PeerKey::from_pem(&public_key).map_err(|e| Some(e.into()))?;
         let canonical = key.to_pem().map_err(|e| Some(e.into()))?;
         // A place at this address first (given back if the join fails, as the guard drops).
-        let place =
-            self.context.per_address.take(self.peer.ip()).map_err(|limit| Some(Refusal::AddressLimit(limit)))?;
+        // An IPv4-mapped IPv6 address counts as its IPv4 one.
+        let address = self.peer.ip().to_canonical();
+        let place = self.context.per_address.take(address).map_err(|limit| Some(Refusal::AddressLimit(limit)))?;
         self.context.registry.join(&name, canonical.into(), &self.outbox).map_err(Some)?;
         self.place = place;
         // Joined: no more deadline, and frames may now be full size.

@@ -5,6 +5,8 @@
 //! Off by default: a lab behind NAT, or a class on one machine, is many
 //! people at one address. An instructor on an open network can set it so
 //! that one classmate's script cannot take every place of `--max-clients`.
+//! It counts exact addresses: over IPv6, where one host may use many
+//! addresses of its network, it limits less than it seems.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
