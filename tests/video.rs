@@ -355,12 +355,15 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_viewer_that_stops_reading_slows_nobody_else() {
-    // 720p frames at quality 95: 200 of them are about 8 MB, twice what the
-    // socket buffers between a server and a viewer that reads nothing hold
-    // (checked below: the stalled stream must still be unfinished at the end).
+    // 720p frames at quality 95: 200 of them are about 8 MB. The stalled
+    // viewer's receive buffer is capped at 64 KiB (left alone, Linux may grow
+    // it to tcp_rmem's maximum, 32 MiB on some machines, and hold the whole
+    // clip), so with the server's send buffer the sockets hold a few hundred
+    // KiB: checked below, the stalled stream must still be unfinished at the end.
     let videos = clips_at(20, &[720]);
     let server = TestServer::start(Config { videos, jpeg_quality: 95, ..Config::default() });
     let (mut stalled, _) = TestClient::join(server.addr, "stalled", identity(0));
+    nix::sys::socket::setsockopt(&stalled.stream, nix::sys::socket::sockopt::RcvBuf, &(64 * 1024)).unwrap();
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     let (mut carol, _) = TestClient::join(server.addr, "carol", identity(2));
     let (mut dave, _) = TestClient::join(server.addr, "dave", identity(3));
