@@ -1,6 +1,7 @@
 //! A server that lies: the test plays the server and tampers with what it
 //! relays. The client binary must reject or warn about each trick, with the
-//! matching line, and must never show a tampered message as genuine.
+//! matching line, and must never show a tampered message as genuine. And a
+//! classmate who holds the real server's door: nobody else waits for them.
 
 mod support;
 
@@ -220,5 +221,40 @@ fn a_replay_is_refused_after_the_client_restarts_with_its_identity() {
         assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Quit));
         to_client.send(&ServerMessage::Goodbye).unwrap();
         assert_eq!(client.finish(), 0);
+    }
+}
+
+#[test]
+fn a_classmate_holding_the_door_delays_only_their_own_address() {
+    use ciphercast::shared::limits::{MAX_PENDING_JOINS, MAX_PENDING_PER_ADDRESS};
+    use ciphercast::shared::message::RefusalCode;
+    use std::net::Ipv4Addr;
+    use support::{TestClient, TestServer};
+
+    let server = TestServer::with_defaults();
+    let classmate = Ipv4Addr::new(127, 0, 0, 2);
+    // As many silent connections as may wait to join in all, from one host:
+    // the first few wait, the rest queue at that address's door.
+    let mut silent: Vec<TestClient> =
+        (0..MAX_PENDING_JOINS).map(|_| TestClient::connect_from(classmate, server.addr)).collect();
+
+    // Another host joins at once.
+    let (_honest, _) = TestClient::join(server.addr, "honest", identity(0));
+
+    // Those queued are turned away with `busy` once they have waited too long.
+    match silent.last_mut().unwrap().recv() {
+        ServerMessage::Refused { code: RefusalCode::Busy, .. } => {}
+        other => panic!("a queued connection got {other:?}"),
+    }
+
+    // A connection from the classmate's host that says hello queues, and
+    // goes in as soon as one of the silent ones gives its place up.
+    let mut waiting = TestClient::connect_from(classmate, server.addr);
+    waiting.send(&support::hello("patient", identity(1).public_pem()));
+    assert!(silent.len() > MAX_PENDING_PER_ADDRESS);
+    drop(silent.remove(0)); // the first one accepted: among those waiting, not queued
+    match waiting.recv() {
+        ServerMessage::Welcome { peers, .. } => assert_eq!(peers.len(), 1, "{peers:?}"),
+        other => panic!("the queued join got {other:?}"),
     }
 }

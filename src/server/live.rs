@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -22,6 +22,8 @@ use crate::shared::limits::SHUTDOWN_GRACE;
 #[derive(Default)]
 pub(crate) struct Live {
     sockets: Mutex<HashMap<u64, TcpStream>>,
+    /// The number the next connection gets.
+    next_id: AtomicU64,
     ended: Condvar,
     /// Set when shutdown begins: handlers stop serving after the frame in hand.
     closing: AtomicBool,
@@ -32,8 +34,10 @@ impl Live {
         self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds connection `id`; its entry leaves when the returned guard is dropped.
-    pub(crate) fn enter(self: &Arc<Self>, id: u64, stream: &TcpStream) -> io::Result<LiveEntry> {
+    /// Adds a connection, under a number of its own; its entry leaves when
+    /// the returned guard is dropped.
+    pub(crate) fn enter(self: &Arc<Self>, stream: &TcpStream) -> io::Result<LiveEntry> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.sockets().insert(id, stream.try_clone()?);
         Ok(LiveEntry { live: Arc::clone(self), id })
     }

@@ -15,7 +15,9 @@
 //! [`run`] owns the accept loop, on the thread that calls it. Each accepted
 //! connection gets a handler thread ([`handler`]) that blocks reading from
 //! its socket and a writer thread ([`writer`]) that blocks writing to it;
-//! they share the [`registry`] of joined clients. A playback gets a
+//! they share the [`registry`] of joined clients. Connections from an
+//! address with many waiting to join queue at the [`door`], and a
+//! door-keeper thread gives them their handler in turn. A playback gets a
 //! streaming thread of its own ([`stream`]); with a store, one background
 //! thread prepares every video once ([`prepare`]). [`Shutdown`] stops it all: it
 //! wakes the acceptor blocked in `accept()` by connecting to it; the
@@ -114,9 +116,9 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         live: Arc::new(Live::default()),
     });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
+    let door_keeper = start_door_keeper(&context)?;
     let preparing = start_preparing(&context);
 
-    let mut next_id: u64 = 0;
     for accepted in listener.incoming() {
         if shutdown.is_requested() {
             break;
@@ -139,31 +141,12 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             refuse_at_door(stream, RefusalCode::ServerFull, reason);
             continue;
         }
-        // Strangers who have not joined yet get at most MAX_PENDING_JOINS
-        // threads between them, so they cannot crowd out people who join.
-        let Some(pending) = context.door.enter() else {
-            let reason = "too many connections are waiting to join; try again in a few seconds";
-            refuse_at_door(stream, RefusalCode::Busy, reason.into());
-            continue;
-        };
-        next_id += 1;
-        let id = next_id;
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let entry = match context.live.enter(id, &stream) {
-            Ok(entry) => entry,
-            Err(e) => {
-                warn!("{peer}: cannot clone the socket: {e}");
-                continue;
-            }
-        };
-        let ctx = Arc::clone(&context);
-        let spawned = thread::Builder::new()
-            .name(format!("client-{peer}"))
-            .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || handler::serve(stream, accepted_at, ctx, pending, entry));
-        // The thread runs detached; shutdown waits for it through `live`.
-        if let Err(e) = spawned {
-            error!("{peer}: cannot start a thread: {e}");
+        // Strangers who have not joined yet get a few threads per address
+        // and MAX_PENDING_JOINS in all, so they cannot crowd out people who join.
+        match context.door.enter(stream, accepted_at) {
+            door::Admission::Enter(stream, pending) => serve(&context, stream, accepted_at, pending),
+            door::Admission::Queued => {}
+            door::Admission::Busy(stream) => refuse_at_door(stream, RefusalCode::Busy, BUSY.into()),
         }
     }
 
@@ -172,6 +155,8 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
     // goodbye is the last thing queued for each client), then every handler
     // is woken and waited for.
     context.live.begin_closing();
+    context.door.close();
+    let _ = door_keeper.join();
     context.registry.close_all("server is shutting down");
     context.live.close_all();
     if let Some((stop, thread)) = preparing {
@@ -180,6 +165,44 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
     }
     info!("stopped");
     Ok(())
+}
+
+/// Why a connection is turned away with `busy`.
+const BUSY: &str = "too many connections are waiting to join; try again in a few seconds";
+
+/// Gives an accepted connection its handler thread.
+fn serve(context: &Arc<Context>, stream: TcpStream, accepted_at: Instant, pending: door::PendingJoin) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let entry = match context.live.enter(&stream) {
+        Ok(entry) => entry,
+        Err(e) => {
+            warn!("{peer}: cannot clone the socket: {e}");
+            return;
+        }
+    };
+    let ctx = Arc::clone(context);
+    let spawned = thread::Builder::new()
+        .name(format!("client-{peer}"))
+        .stack_size(CONNECTION_STACK_BYTES)
+        .spawn(move || handler::serve(stream, accepted_at, ctx, pending, entry));
+    // The thread runs detached; shutdown waits for it through `live`.
+    if let Err(e) = spawned {
+        error!("{peer}: cannot start a thread: {e}");
+    }
+}
+
+/// Starts the door-keeper: the thread that lets in the connections queued
+/// at their address's door, or turns them away when they have waited too long.
+fn start_door_keeper(context: &Arc<Context>) -> io::Result<thread::JoinHandle<()>> {
+    let ctx = Arc::clone(context);
+    thread::Builder::new().name("door".into()).spawn(move || {
+        while let Some(turn) = ctx.door.next_turn() {
+            match turn {
+                door::Turn::Enter { stream, accepted, pending } => serve(&ctx, stream, accepted, pending),
+                door::Turn::Expired(stream) => refuse_at_door(stream, RefusalCode::Busy, BUSY.into()),
+            }
+        }
+    })
 }
 
 /// Starts the preparing thread, when there is a store.

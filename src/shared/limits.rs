@@ -86,8 +86,22 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// without a thread.
 pub const MAX_PENDING_JOINS: usize = 64;
 
-/// How long the acceptor waits for a place among [`MAX_PENDING_JOINS`].
+/// How long the acceptor waits for a place among [`MAX_PENDING_JOINS`], and
+/// the longest a connection queues for a place among its address's
+/// [`MAX_PENDING_PER_ADDRESS`] before it is turned away with `busy`.
 pub const DOOR_WAIT: Duration = Duration::from_secs(2);
+
+/// Connections from one address that may be waiting to join at once; the
+/// next ones from there queue (see `server/door.rs`), so a host holding the
+/// door with silent connections never delays another address.
+pub const MAX_PENDING_PER_ADDRESS: usize = 8;
+
+/// Connections that may queue at one address's door (a class behind NAT,
+/// or the bench's thousand); more are turned away with `busy` at once.
+pub const MAX_QUEUED_PER_ADDRESS: usize = 1024;
+
+/// Connections that may queue at every address's door together.
+pub const MAX_QUEUED_JOINS: usize = 4096;
 
 /// Control messages that may wait in one client's outbox. A client that lets
 /// this many pile up is not reading, and is disconnected.

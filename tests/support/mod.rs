@@ -126,7 +126,22 @@ pub enum End {
 impl TestClient {
     /// Connects without saying anything.
     pub fn connect(addr: SocketAddr) -> TestClient {
-        let stream = TcpStream::connect(addr).expect("connect");
+        TestClient::over(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Connects from `source`, another loopback address (any of 127.0.0.0/8
+    /// works on Linux): a second host, as the server sees it.
+    pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> TestClient {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+        use std::os::fd::AsRawFd;
+        let SocketAddr::V4(addr) = addr else { panic!("an IPv4 server") };
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+        bind(fd.as_raw_fd(), &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0))).expect("bind");
+        connect(fd.as_raw_fd(), &SockaddrIn::from(addr)).expect("connect");
+        TestClient::over(TcpStream::from(fd))
+    }
+
+    fn over(stream: TcpStream) -> TestClient {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         let (sent, received) = (Log::default(), Log::default());
