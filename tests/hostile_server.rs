@@ -149,7 +149,7 @@ fn peak_mib(pid: u32) -> u64 {
 fn the_client_holds_its_limits_against_a_server_that_pushes_past_them() {
     use ciphercast::shared::frame::{FrameKind, encode_frame};
     use ciphercast::shared::limits::MAX_MAX_CLIENTS;
-    use ciphercast::shared::video::{EndReason, FrameHeader, Pace};
+    use ciphercast::shared::video::{EndReason, FrameHeader, Pace, PlanPart};
 
     let Lying { mut client, mut from_client, mut to_client, mut raw } = lying_server();
     let Ok(ClientMessage::Hello { .. }) = from_client.recv::<ClientMessage>() else { panic!("no hello") };
@@ -173,21 +173,32 @@ fn the_client_holds_its_limits_against_a_server_that_pushes_past_them() {
     let videos = vec![VideoInfo { name: "bomb".into(), resolutions: vec!["240p".into()], prepared: None }];
     to_client.send(&ServerMessage::VideoList { videos }).unwrap();
     assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Play { pace: Pace::Native, .. }));
+    // Its plan names 240p only, so a picture declaring 1920×1080 is refused too.
+    let plan = vec![PlanPart { resolution: "240p".into(), first: 0, last: 1 }];
     to_client
-        .send(&ServerMessage::StreamStart { stream: 1, video: "bomb".into(), fps: 30.0, frames: 1, plan: vec![] })
+        .send(&ServerMessage::StreamStart { stream: 1, video: "bomb".into(), fps: 30.0, frames: 2, plan })
         .unwrap();
-    let mut jpeg =
-        vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 17, 8, 0x7F, 0xFF, 0x7F, 0xFF, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1];
-    jpeg.resize(610, 0);
-    let mut payload = Vec::new();
-    FrameHeader { stream: 1, sequence: 0, pts_micros: 0, resolution: "240p".into() }.encode_into(&mut payload);
-    payload.extend_from_slice(&jpeg);
-    std::io::Write::write_all(&mut raw, &encode_frame(FrameKind::Video, &payload).unwrap()).unwrap();
+    let jpeg_declaring = |width: u16, height: u16| {
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 17, 8];
+        jpeg.extend_from_slice(&height.to_be_bytes());
+        jpeg.extend_from_slice(&width.to_be_bytes());
+        jpeg.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+        jpeg.resize(610, 0);
+        jpeg
+    };
+    for (sequence, (width, height)) in [(32767, 32767), (1920, 1080)].into_iter().enumerate() {
+        let mut payload = Vec::new();
+        let header = FrameHeader { stream: 1, sequence: sequence as u32, pts_micros: 0, resolution: "240p".into() };
+        header.encode_into(&mut payload);
+        payload.extend_from_slice(&jpeg_declaring(width, height));
+        std::io::Write::write_all(&mut raw, &encode_frame(FrameKind::Video, &payload).unwrap()).unwrap();
+    }
     client.wait_for(Stream::Out, "warning: frame 0 declares 32767×32767");
+    client.wait_for(Stream::Out, "warning: frame 1 declares 1920×1080, over the 1920×480 this stream allows");
     let end =
-        ServerMessage::StreamEnd { stream: 1, reason: EndReason::Finished, frames: 1, total: Some(1), message: None };
+        ServerMessage::StreamEnd { stream: 1, reason: EndReason::Finished, frames: 2, total: Some(2), message: None };
     to_client.send(&end).unwrap();
-    client.wait_for(Stream::Out, "summary: video=bomb frames=1/1");
+    client.wait_for(Stream::Out, "summary: video=bomb frames=2/2");
     assert!(peak_mib(client.child.id()) < 600, "peak {} MiB", peak_mib(client.child.id()));
 
     client.close_stdin();
@@ -257,4 +268,63 @@ fn a_classmate_holding_the_door_delays_only_their_own_address() {
         ServerMessage::Welcome { peers, .. } => assert_eq!(peers.len(), 1, "{peers:?}"),
         other => panic!("the queued join got {other:?}"),
     }
+}
+
+#[test]
+fn a_verified_peer_whose_key_changes_is_a_hard_stop_and_its_look_alike_is_refused() {
+    let config = support::fresh_config_dir();
+    let (bob, impostor) = (identity(0), identity(3));
+    let welcome = |to_client: &mut FrameWriter<TcpStream>, peers: Vec<Peer>| {
+        to_client.send(&ServerMessage::Welcome { version: PROTOCOL_VERSION, name: "me".into(), peers }).unwrap();
+    };
+    let bye =
+        |mut client: Process, from_client: &mut FrameReader<TcpStream>, to_client: &mut FrameWriter<TcpStream>| {
+            client.close_stdin();
+            assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Quit));
+            to_client.send(&ServerMessage::Goodbye).unwrap();
+            assert_eq!(client.finish(), 0);
+            client
+        };
+
+    // First run: bob is met, and verified through option 4.
+    let Lying { mut client, mut from_client, mut to_client, .. } = lying_server_for(&config);
+    let Ok(ClientMessage::Hello { .. }) = from_client.recv::<ClientMessage>() else { panic!("no hello") };
+    welcome(&mut to_client, vec![Peer { name: "bob".into(), public_key: bob.public_pem().into() }]);
+    client.wait_for(Stream::Out, &format!("new key for bob: {}", bob.fingerprint()));
+    client.type_text("4\nbob\ny\n");
+    client.wait_for(Stream::Out, &format!("  bob  {}", bob.fingerprint()));
+    client.wait_for(Stream::Out, "bob verified.");
+    bye(client, &mut from_client, &mut to_client);
+
+    // Second run: the server announces a look-alike of bob (offline), then
+    // bob himself with another key.
+    let Lying { mut client, mut from_client, mut to_client, .. } = lying_server_for(&config);
+    let Ok(ClientMessage::Hello { public_key, .. }) = from_client.recv::<ClientMessage>() else { panic!("no hello") };
+    let me = PeerKey::from_pem(&public_key).unwrap();
+    welcome(&mut to_client, vec![Peer { name: "b\u{043E}b".into(), public_key: impostor.public_pem().into() }]);
+    client
+        .wait_for(Stream::Out, "warning: the server announced an invalid name \"b\u{043E}b\" (it looks like \"bob\")");
+    let swapped = ServerMessage::PeerJoined { name: "bob".into(), public_key: impostor.public_pem().into() };
+    to_client.send(&swapped).unwrap();
+    client.wait_for(Stream::Out, "warning: KEY CHANGED for bob");
+    // Text under the new key is not shown; sending to bob is refused outright.
+    let from_impostor = impostor.seal("bob", "me", &me, "it is me, bob").unwrap();
+    to_client.send(&ServerMessage::Sealed { from: "bob".into(), envelope: from_impostor }).unwrap();
+    client.wait_for(Stream::Out, "You verified bob's old key");
+    client.type_text("1\nbob\n");
+    client.wait_for(Stream::Out, "not sent: you verified bob's old key");
+    // Option 4 shows the change; comparing again and answering y unlocks bob.
+    client.type_text("4\n");
+    client.wait_for(Stream::Out, "KEY CHANGED since you verified");
+    client.type_text("bob\ny\n");
+    client.wait_for(Stream::Out, "bob verified.");
+    client.type_text("1\nbob\nnow we talk\n");
+    client.wait_for(Stream::Out, "sent to bob");
+    match from_client.recv::<ClientMessage>().unwrap() {
+        ClientMessage::Send { envelope } => assert_eq!(envelope.to, "bob"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    let client = bye(client, &mut from_client, &mut to_client);
+    assert!(!client.stdout.iter().any(|l| l.contains("it is me, bob")), "text under a changed key was shown");
+    assert!(!client.stdout.iter().any(|l| l.contains("Send anyway")), "a verified peer's change was only a question");
 }

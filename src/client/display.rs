@@ -112,11 +112,44 @@ fn unix_socket_reachable(_: u16) -> bool {
 /// JPEG can declare 32767×32767, and decoding allocates what it declares.
 pub(crate) const MAX_PICTURE_SIDE: u32 = 4096;
 
+/// The largest picture a stream may send: [`MAX_PICTURE_SIDE`] on each side
+/// at most, and, when its plan names heights (`720p`), at most twice the
+/// tallest one's height and four times that in width — room for a file whose
+/// label is wrong or an unusual aspect ratio, none for a bomb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PictureLimit {
+    width: u32,
+    height: u32,
+}
+
+impl Default for PictureLimit {
+    fn default() -> PictureLimit {
+        PictureLimit { width: MAX_PICTURE_SIDE, height: MAX_PICTURE_SIDE }
+    }
+}
+
+impl PictureLimit {
+    /// The limit for a stream whose plan names `resolutions`.
+    pub(crate) fn for_plan<'a>(resolutions: impl IntoIterator<Item = &'a str>) -> PictureLimit {
+        let height_of = |label: &str| label.strip_suffix('p')?.parse::<u32>().ok().filter(|&h| h > 0);
+        match resolutions.into_iter().filter_map(height_of).max() {
+            Some(tallest) => {
+                let height = tallest.saturating_mul(2).min(MAX_PICTURE_SIDE);
+                PictureLimit { width: height.saturating_mul(4).min(MAX_PICTURE_SIDE), height }
+            }
+            None => PictureLimit::default(),
+        }
+    }
+}
+
 /// Decodes a JPEG, after reading the size it declares; `Err`: why not.
-pub(crate) fn decode(jpeg: &[u8]) -> Result<Mat, String> {
+pub(crate) fn decode(jpeg: &[u8], limit: PictureLimit) -> Result<Mat, String> {
     match declared_size(jpeg) {
-        Some((width, height)) if width > MAX_PICTURE_SIDE || height > MAX_PICTURE_SIDE => {
-            return Err(format!("declares {width}×{height}, over {MAX_PICTURE_SIDE}×{MAX_PICTURE_SIDE}: not decoded"));
+        Some((width, height)) if width > limit.width || height > limit.height => {
+            return Err(format!(
+                "declares {width}×{height}, over the {}×{} this stream allows: not decoded",
+                limit.width, limit.height
+            ));
         }
         Some(_) => {}
         None => return Err("is not a valid JPEG".into()),
@@ -329,7 +362,7 @@ mod tests {
     #[test]
     fn the_declared_size_is_read_before_decoding_and_a_bomb_is_refused() {
         assert_eq!(declared_size(&header(640, 480)), Some((640, 480)));
-        assert!(decode(&header(32767, 32767)).unwrap_err().contains("32767×32767"));
+        assert!(decode(&header(32767, 32767), PictureLimit::default()).unwrap_err().contains("32767×32767"));
         assert_eq!(declared_size(b"not a jpeg"), None);
         assert_eq!(declared_size(&[0xFF, 0xD8, 0xFF, 0xDA, 0, 2]), None);
         assert_eq!(declared_size(&header(640, 480)[..10]), None, "cut short");
@@ -338,6 +371,17 @@ mod tests {
             Mat::new_rows_cols_with_default(48, 64, opencv::core::CV_8UC3, opencv::core::Scalar::all(9.0)).unwrap();
         opencv::imgcodecs::imencode(".jpg", &picture, &mut jpeg, &Vector::new()).unwrap();
         assert_eq!(declared_size(jpeg.as_slice()), Some((64, 48)), "OpenCV's own JPEGs");
-        assert_eq!(decode(jpeg.as_slice()).unwrap().cols(), 64);
+        assert_eq!(decode(jpeg.as_slice(), PictureLimit::default()).unwrap().cols(), 64);
+    }
+
+    #[test]
+    fn a_stream_may_send_pictures_up_to_twice_its_plans_tallest_height() {
+        let plan = PictureLimit::for_plan(["240p", "720p", "nonsense", "0p"]);
+        assert_eq!(plan, PictureLimit { width: 4096, height: 1440 });
+        assert_eq!(PictureLimit::for_plan(["240p"]), PictureLimit { width: 1920, height: 480 });
+        assert_eq!(PictureLimit::for_plan(["4000p"]), PictureLimit::default(), "never over 4096");
+        assert_eq!(PictureLimit::for_plan(["hd"]), PictureLimit::default(), "no height named");
+        let small = PictureLimit::for_plan(["240p"]);
+        assert!(decode(&header(1920, 1080), small).unwrap_err().contains("over the 1920×480 this stream allows"));
     }
 }

@@ -85,8 +85,9 @@ fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Mailbox
                 break format!("the server closed: {}", visible_capped(&reason));
             }
             Ok(ServerMessage::VideoList { videos }) => forward(&session, &media, Media::List(videos)),
-            Ok(ServerMessage::StreamStart { stream, video, fps, frames, .. }) => {
-                forward(&session, &media, Media::Start { stream, video, fps, frames })
+            Ok(ServerMessage::StreamStart { stream, video, fps, frames, plan }) => {
+                let resolutions = plan.into_iter().map(|part| part.resolution).collect();
+                forward(&session, &media, Media::Start { stream, video, fps, frames, resolutions })
             }
             Ok(ServerMessage::StreamEnd { stream, reason, total, message, .. }) => {
                 forward(&session, &media, Media::End { stream, reason, total, message })
@@ -209,10 +210,22 @@ fn open(session: &Session, from: &str, envelope: &Envelope) -> String {
         // Signed by a key we have not accepted: the text is not shown (a
         // swapped key is exactly how a lying server would speak for
         // someone), only how to accept the key if it is genuine.
-        Some((was, now)) => format!(
-            "warning: a message from {name} signed with a CHANGED key (was {was}, now {now}) is not shown.\n  If {name} really has a new key (compare fingerprints aloud), send {name} a message and answer y to accept it.",
-            name = visible(from)
-        ),
+        Some((was, now)) => {
+            let name = visible(from);
+            let how = if was.verified {
+                format!(
+                    "You verified {name}'s old key: compare the new one with {name} aloud, then mark it verified (option 4)."
+                )
+            } else {
+                format!(
+                    "If {name} really has a new key (compare fingerprints aloud), mark it verified in option 4, or send {name} a message and answer y to accept it."
+                )
+            };
+            format!(
+                "warning: a message from {name} signed with a CHANGED key (was {}, now {now}) is not shown.\n  {how}",
+                was.fingerprint
+            )
+        }
         None => format_message(from, &text),
     }
 }

@@ -30,8 +30,8 @@ const INBOX_BYTES: usize = 64 << 20;
 pub(crate) enum Media {
     /// The library listing.
     List(Vec<VideoInfo>),
-    /// A stream begins.
-    Start { stream: u32, video: String, fps: f64, frames: u32 },
+    /// A stream begins; `resolutions` are those its plan names.
+    Start { stream: u32, video: String, fps: f64, frames: u32, resolutions: Vec<String> },
     /// One picture.
     Frame(Picture),
     /// A stream ended.

@@ -11,6 +11,7 @@ use super::display::Display;
 use super::inbox::Inbox;
 use super::player;
 use super::session::Session;
+use super::trust;
 use crate::shared::message::ClientMessage;
 use crate::shared::video::Pace;
 use crate::shared::visible::{visible, visible_capped};
@@ -18,7 +19,9 @@ use crate::shared::visible::{visible, visible_capped};
 /// The menu loop; returns when the user quits or input ends.
 pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, display: Display, pace: Pace) {
     loop {
-        println!("1. Available clients / send a message\n2. Video playback\n3. Quit");
+        println!(
+            "1. Available clients / send a message\n2. Video playback\n3. Quit\n4. Peers: fingerprints, accept a changed key, mark verified"
+        );
         let choice = match console.ask("> ") {
             Answer::Line(line) => line,
             Answer::Eof | Answer::Interrupted => return,
@@ -27,9 +30,10 @@ pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, displ
             "1" => send_flow(console, session),
             "2" => video_flow(console, session, media, display, pace),
             "3" => return,
+            "4" => trust::peers_flow(console, session),
             "" => Flow::Menu,
             other => {
-                println!("Unknown choice \"{}\": type 1, 2 or 3.", visible(other));
+                println!("Unknown choice \"{}\": type 1, 2, 3 or 4.", visible(other));
                 Flow::Menu
             }
         };
@@ -40,7 +44,7 @@ pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, displ
 }
 
 /// Where a sub-dialogue leaves the user.
-enum Flow {
+pub(super) enum Flow {
     /// Back at the menu.
     Menu,
     /// Input ended: the client quits.
@@ -50,7 +54,7 @@ enum Flow {
 /// Asks `prompt` for a name or a number, trimmed. `Err`: where the user
 /// goes instead: back to the menu on an empty line or Ctrl-C, out on end of
 /// input.
-fn ask_choice(console: &mut Console, prompt: &str) -> Result<String, Flow> {
+pub(super) fn ask_choice(console: &mut Console, prompt: &str) -> Result<String, Flow> {
     match console.ask(prompt) {
         Answer::Line(line) if line.trim().is_empty() => Err(Flow::Menu),
         Answer::Line(line) => Ok(line.trim().to_string()),
@@ -61,18 +65,17 @@ fn ask_choice(console: &mut Console, prompt: &str) -> Result<String, Flow> {
 
 /// Option 1: list peers, ask for a recipient and a message, seal, send.
 fn send_flow(console: &mut Console, session: &Session) -> Flow {
-    let names = session.peers().names();
-    if names.is_empty() {
+    let peers = session.peers().list();
+    if peers.is_empty() {
         println!("No other clients online.");
         return Flow::Menu;
     }
-    let shown: Vec<String> = names.iter().map(|n| visible(n).into_owned()).collect();
+    let shown: Vec<String> = peers.iter().map(|p| visible(&p.name).into_owned()).collect();
     println!("Available clients: {}", shown.join(", "));
-    // Each with its fingerprint, to compare with the owner's own.
-    for (name, shown) in names.iter().zip(&shown) {
-        if let Some(fingerprint) = session.peers().fingerprint(name) {
-            println!("  {shown}  {fingerprint}");
-        }
+    // Each with its fingerprint, to compare with the owner's own (option 4).
+    for (peer, shown) in peers.iter().zip(&shown) {
+        let mark = if peer.verified { "  verified" } else { "" };
+        println!("  {shown}  {}{mark}", peer.fingerprint);
     }
     let to = loop {
         let to = match ask_choice(console, "Send to: ") {
@@ -86,7 +89,15 @@ fn send_flow(console: &mut Console, session: &Session) -> Flow {
     };
     let change = session.peers().unconfirmed_change(&to);
     if let Some((was, now)) = change {
-        session.printer.event(&format!("warning: KEY CHANGED for {}: was {was}, now {now}", visible(&to)));
+        let (name, was_fingerprint) = (visible(&to), was.fingerprint);
+        session.printer.event(&format!("warning: KEY CHANGED for {name}: was {was_fingerprint}, now {now}"));
+        // A verified key that changed is a hard stop: only comparing again unlocks it.
+        if was.verified {
+            println!(
+                "not sent: you verified {name}'s old key; compare the new one with {name} and mark it verified first (option 4)"
+            );
+            return Flow::Menu;
+        }
         match console.ask("Send anyway? [y/N]: ") {
             Answer::Line(answer) if matches!(answer.trim(), "y" | "Y" | "yes") => {
                 let mut peers = session.peers();

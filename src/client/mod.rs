@@ -27,6 +27,7 @@ mod peers;
 mod player;
 mod session;
 mod terminal;
+mod trust;
 
 pub use display::Display;
 pub use identity::IdentitySource;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use super::display::{self, Display, Wish};
+use super::display::{self, Display, PictureLimit, Wish};
 use super::inbox::{Inbox, Media, Picture};
 use super::session::Session;
 use crate::shared::message::{ClientMessage, VideoInfo};
@@ -114,6 +114,7 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
     let mut screen = None;
     let mut stream = None;
     let mut stop_sent = false;
+    let mut limit = PictureLimit::default();
     let mut last_heard = Instant::now();
     // Taken from the inbox while looking for a newer frame, handled next.
     let mut next: Option<Media> = None;
@@ -149,8 +150,9 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
             Err(RecvTimeoutError::Disconnected) => break,
         };
         match message {
-            Media::Start { stream: id, video: name, fps, frames } => {
+            Media::Start { stream: id, video: name, fps, frames, resolutions } => {
                 stream = Some(id);
+                limit = PictureLimit::for_plan(resolutions.iter().map(String::as_str));
                 stats.video = name;
                 stats.total = frames;
                 stats.frame_interval = Duration::from_secs_f64(1.0 / fps.max(0.001));
@@ -178,7 +180,7 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
                         continue;
                     }
                 }
-                let wish = match (display::decode(&jpeg), screen.as_mut()) {
+                let wish = match (display::decode(&jpeg, limit), screen.as_mut()) {
                     (Ok(picture), Some(screen)) => {
                         // Names from the server reach the title bar or the terminal made visible.
                         screen.show(&visible_capped(&stats.video), &visible_capped(&header.resolution), &picture)
