@@ -3,7 +3,7 @@
 //! wildcard, so adding a message without listing it here does not compile.
 
 use ciphercast::shared::message::{ClientMessage, Envelope, LeaveReason, RefusalCode, ServerMessage};
-use ciphercast::shared::video::{EndReason, Pace};
+use ciphercast::shared::video::{EndReason, Pace, PlayState};
 
 fn client_examples() -> Vec<ClientMessage> {
     let all = vec![
@@ -13,6 +13,9 @@ fn client_examples() -> Vec<ClientMessage> {
         ClientMessage::ListVideos,
         ClientMessage::Play { video: "v".into(), pace: Pace::Native, start: None },
         ClientMessage::Stop { stream: 1 },
+        ClientMessage::Pause { stream: 1 },
+        ClientMessage::Resume { stream: 1 },
+        ClientMessage::Seek { stream: 1, frame: 150 },
     ];
     for message in &all {
         match message {
@@ -21,7 +24,10 @@ fn client_examples() -> Vec<ClientMessage> {
             | ClientMessage::Quit
             | ClientMessage::ListVideos
             | ClientMessage::Play { .. }
-            | ClientMessage::Stop { .. } => {}
+            | ClientMessage::Stop { .. }
+            | ClientMessage::Pause { .. }
+            | ClientMessage::Resume { .. }
+            | ClientMessage::Seek { .. } => {}
         }
     }
     all
@@ -39,6 +45,7 @@ fn server_examples() -> Vec<ServerMessage> {
         ServerMessage::ServerClosing { reason: "r".into() },
         ServerMessage::VideoList { videos: vec![] },
         ServerMessage::StreamStart { stream: 1, video: "v".into(), fps: 30.0, frames: 1, plan: vec![] },
+        ServerMessage::StreamState { stream: 1, state: PlayState::Paused, next_frame: 150 },
         ServerMessage::StreamEnd { stream: 1, reason: EndReason::Finished, frames: 1, total: Some(1), message: None },
     ];
     for message in &all {
@@ -53,6 +60,7 @@ fn server_examples() -> Vec<ServerMessage> {
             | ServerMessage::ServerClosing { .. }
             | ServerMessage::VideoList { .. }
             | ServerMessage::StreamStart { .. }
+            | ServerMessage::StreamState { .. }
             | ServerMessage::StreamEnd { .. } => {}
         }
     }
@@ -81,7 +89,7 @@ fn every_message_type_is_documented_with_an_example() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
     let types: Vec<String> =
         client_examples().iter().map(type_of).chain(server_examples().iter().map(type_of)).collect();
-    assert_eq!(types.len(), 17);
+    assert_eq!(types.len(), 21);
     for kind in types {
         assert!(doc.contains(&format!("**`{kind}`**")), "docs/PROTOCOL.md has no section for `{kind}`");
         assert!(doc.contains(&format!("{{\"type\":\"{kind}\"")), "docs/PROTOCOL.md has no example of `{kind}`");

@@ -101,12 +101,18 @@ fn the_dissector_decodes_a_recorded_exchange() {
     let envelope = identity(0).seal("alice", "bob", &peer_key(identity(1)), "not in the capture").unwrap();
     alice.send(&ClientMessage::Send { envelope });
     bob.recv_until("the message", |m| matches!(m, ServerMessage::Sealed { .. }));
-    bob.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::None, start: None });
+    // At the clip's own pace (2 s), so that a seek lands while it plays:
+    // after the first picture (24p), to frame 8 (48p, the second third).
+    bob.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None });
+    let mut seek_sent = false;
     for _ in 0..10_000 {
         let frame = bob.read_frame();
-        if frame.kind == ciphercast::shared::frame::FrameKind::Control
-            && matches!(ciphercast::shared::message::decode(&frame), Ok(ServerMessage::StreamEnd { .. }))
-        {
+        if frame.kind == ciphercast::shared::frame::FrameKind::Video {
+            if !seek_sent {
+                bob.send(&ClientMessage::Seek { stream: 1, frame: 8 });
+                seek_sent = true;
+            }
+        } else if matches!(ciphercast::shared::message::decode(&frame), Ok(ServerMessage::StreamEnd { .. })) {
             break;
         }
     }
@@ -140,9 +146,20 @@ fn the_dissector_decodes_a_recorded_exchange() {
     let fields = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "tshark failed: {}", String::from_utf8_lossy(&output.stderr));
     let all: Vec<&str> = fields.split(['\t', '\n', ',']).filter(|s| !s.is_empty()).collect();
-    for wanted in
-        ["hello", "welcome", "peer_joined", "send", "sealed", "play", "stream_start", "stream_end", "alice", "bob"]
-    {
+    for wanted in [
+        "hello",
+        "welcome",
+        "peer_joined",
+        "send",
+        "sealed",
+        "play",
+        "stream_start",
+        "seek",
+        "stream_state",
+        "stream_end",
+        "alice",
+        "bob",
+    ] {
         assert!(all.contains(&wanted), "tshark did not decode {wanted:?}:\n{fields}");
     }
     for resolution in ["24p", "48p", "96p"] {

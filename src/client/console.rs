@@ -4,17 +4,24 @@
 //! and the reader thread (joins, leaves, messages, which arrive at any
 //! moment, also while a prompt waits). On a terminal, rustyline edits the
 //! line and its external printer puts events *above* the line being typed.
-//! When stdin is a pipe, lines are read plainly, and an event that arrives
-//! while a prompt is showing starts on a fresh line and reprints the prompt.
+//! When stdin is a pipe, lines are read plainly — by a thread of their own,
+//! so that a playback can take its commands (`p`, `<`, `>`, `q`) from them
+//! while the rest wait for the menu — and an event that arrives while a
+//! prompt is showing starts on a fresh line and reprints the prompt.
 //! While the terminal player has the terminal in raw mode (see
 //! [`super::terminal`], which owns the terminal's modes), lines end in CR LF.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+
+use crossbeam_channel::Receiver;
 
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
 
+use super::keys::{self, Wish};
 use super::terminal;
 
 /// What a prompt got.
@@ -32,6 +39,10 @@ pub(crate) struct Console {
     editor: Option<DefaultEditor>,
     stdin_is_terminal: bool,
     printer: Printer,
+    /// Plain stdin's lines, read ahead by the `stdin` thread.
+    lines: Receiver<String>,
+    /// Lines read during a playback that were not its commands: the menu's next answers.
+    kept: VecDeque<String>,
 }
 
 /// Prints events; cloned into every thread that prints. Its lock is held
@@ -64,7 +75,23 @@ impl Console {
             }
         }
         let printer = Printer { inner: Arc::new(Mutex::new(PrinterState { external, open_prompt: None })) };
-        Console { editor, printer, stdin_is_terminal: io::stdin().is_terminal() }
+        let lines = if editor.is_some() { crossbeam_channel::never() } else { read_lines() };
+        Console { editor, printer, stdin_is_terminal: io::stdin().is_terminal(), lines, kept: VecDeque::new() }
+    }
+
+    /// During a playback: a playback command from piped stdin, if the next
+    /// line is one. Any other line is kept for the menu, and so is every
+    /// line after it, in order; at end of input the playback goes on.
+    pub(crate) fn playback_command(&mut self) -> Option<Wish> {
+        if !self.kept.is_empty() {
+            return None;
+        }
+        let line = self.lines.try_recv().ok()?;
+        let wish = keys::stdin_line(&line);
+        if wish.is_none() {
+            self.kept.push_back(line);
+        }
+        wish
     }
 
     /// A printer for other threads.
@@ -92,18 +119,15 @@ impl Console {
             let _ = io::stdout().flush();
             state.open_prompt = Some(prompt.to_string());
         }
-        let mut line = String::new();
-        let read = io::stdin().lock().read_line(&mut line);
+        let read = self.kept.pop_front().or_else(|| self.lines.recv().ok());
         self.printer.lock().open_prompt = None;
         match read {
-            Ok(0) | Err(_) => {
+            None => {
                 // End of input right after a prompt: finish its line.
                 println!();
                 Answer::Eof
             }
-            Ok(_) => {
-                let trimmed = line.trim_end_matches(['\n', '\r']).len();
-                line.truncate(trimmed);
+            Some(line) => {
                 // Piped input is not echoed: end the prompt's line ourselves,
                 // so that every line of output starts with its own text.
                 if !self.stdin_is_terminal {
@@ -113,6 +137,31 @@ impl Console {
             }
         }
     }
+}
+
+/// Starts the `stdin` thread: it reads lines (without their line ending)
+/// until end of input, which closes the channel.
+fn read_lines() -> Receiver<String> {
+    // Read ahead by a few lines at most: a long pipe waits in the pipe.
+    let (sender, lines) = crossbeam_channel::bounded(64);
+    // If the thread cannot start, its end of the channel is dropped with it: input simply ends.
+    let _ = thread::Builder::new().name("stdin".into()).spawn(move || {
+        let mut stdin = io::stdin().lock();
+        loop {
+            let mut line = String::new();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let kept = line.trim_end_matches(['\n', '\r']).len();
+                    line.truncate(kept);
+                    if sender.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    lines
 }
 
 impl Printer {

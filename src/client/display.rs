@@ -1,8 +1,8 @@
 //! Where a video plays: an OpenCV window, the terminal, or nowhere.
 //!
 //! Every display runs on the main thread (macOS requires highgui there), is
-//! given each frame as it arrives, and reports whether the viewer asked to
-//! stop (`q`, Esc, Ctrl-C in the terminal, or closing the window). The
+//! given each frame as it arrives, and reports what the viewer's keys asked
+//! for ([`super::keys`]: pause, seek, stop; closing the window stops). The
 //! terminal player draws through the [`Printer`], so that events from the
 //! reader thread fall between frames, and leaves the terminal's raw mode and
 //! scrolling region to [`super::terminal`].
@@ -11,7 +11,7 @@ use std::io::{self, IsTerminal};
 use std::time::Duration;
 
 use clap::ValueEnum;
-use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::event::{self, Event};
 use opencv::core::{Mat, Size, Vector};
 use opencv::highgui;
 use opencv::imgcodecs::{IMREAD_COLOR, imdecode};
@@ -19,6 +19,8 @@ use opencv::imgproc::{INTER_AREA, resize};
 use opencv::prelude::*;
 
 use super::console::Printer;
+pub(crate) use super::keys::Wish;
+use super::keys::{terminal_key, window_key};
 use super::terminal;
 use crate::shared::visible::visible;
 
@@ -47,18 +49,11 @@ impl Display {
     }
 }
 
-/// What the viewer wants after a frame.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Wish {
-    Continue,
-    Stop,
-}
-
 /// A display that frames are shown on.
 pub(crate) trait Screen {
     /// Shows one decoded frame of `resolution`.
     fn show(&mut self, video: &str, resolution: &str, picture: &Mat) -> Wish;
-    /// Whether the viewer asked to stop since the last frame (polled while frames are late).
+    /// What the viewer asked for since the last frame (polled between frames).
     fn poll(&mut self) -> Wish;
 }
 
@@ -70,7 +65,7 @@ pub(crate) fn open(display: Display, printer: &Printer) -> Result<Box<dyn Screen
             Window::open().map(|w| Box::new(w) as Box<dyn Screen>)
         }
         Display::Terminal => Ok(Box::new(TerminalScreen::open(printer.clone()))),
-        Display::None | Display::Auto => Ok(Box::new(Headless)),
+        Display::None | Display::Auto => Ok(Box::new(Headless { keys: io::stdin().is_terminal() })),
     }
 }
 
@@ -190,16 +185,33 @@ fn declared_size(jpeg: &[u8]) -> Option<(u32, u32)> {
     }
 }
 
-/// Decode and count: nothing is shown.
-struct Headless;
+/// Decode and count: nothing is shown. With stdin a terminal, its keys
+/// still steer the playback (they arrive when Enter is pressed); piped stdin's
+/// lines are the console's (`Console::playback_command`).
+struct Headless {
+    keys: bool,
+}
 
 impl Screen for Headless {
     fn show(&mut self, _: &str, _: &str, _: &Mat) -> Wish {
-        Wish::Continue
+        self.poll()
     }
     fn poll(&mut self) -> Wish {
-        Wish::Continue
+        if self.keys { terminal_keys() } else { Wish::Continue }
     }
+}
+
+/// The first key waiting in the terminal that means something, if any.
+fn terminal_keys() -> Wish {
+    while let Ok(true) = event::poll(Duration::ZERO) {
+        if let Ok(Event::Key(key)) = event::read() {
+            let wish = terminal_key(key);
+            if wish != Wish::Continue {
+                return wish;
+            }
+        }
+    }
+    Wish::Continue
 }
 
 const WINDOW: &str = "ciphercast";
@@ -218,9 +230,9 @@ impl Window {
     }
 
     fn keys(&mut self) -> Wish {
-        match highgui::wait_key(1) {
-            Ok(key) if key == 27 || key == i32::from(b'q') || key == i32::from(b'Q') => return Wish::Stop,
-            _ => {}
+        let wish = highgui::wait_key_ex(1).map_or(Wish::Continue, window_key);
+        if wish != Wish::Continue {
+            return wish;
         }
         // Closing the window also stops the playback.
         match highgui::get_window_property(WINDOW, highgui::WND_PROP_VISIBLE) {
@@ -282,20 +294,6 @@ impl TerminalScreen {
         terminal::enter_player(size.1, EVENT_ROWS);
         TerminalScreen { printer, size, resized: Mat::default(), buffer: String::new() }
     }
-
-    fn keys(&mut self) -> Wish {
-        while let Ok(true) = event::poll(Duration::ZERO) {
-            if let Ok(Event::Key(key)) = event::read()
-                && key.kind == KeyEventKind::Press
-            {
-                let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
-                if ctrl_c || matches!(key.code, KeyCode::Char('q') | KeyCode::Char('Q') | KeyCode::Esc) {
-                    return Wish::Stop;
-                }
-            }
-        }
-        Wish::Continue
-    }
 }
 
 impl Screen for TerminalScreen {
@@ -312,8 +310,10 @@ impl Screen for TerminalScreen {
         let buffer = &mut self.buffer;
         buffer.clear();
         buffer.push_str("\x1b7\x1b[H");
-        let _ =
-            std::fmt::Write::write_fmt(buffer, format_args!("\x1b[0m\x1b[2K{video} — {resolution} (q to stop)\r\n"));
+        let _ = std::fmt::Write::write_fmt(
+            buffer,
+            format_args!("\x1b[0m\x1b[2K{video} — {resolution} (space: pause, ←/→: 5 s, q: stop)\r\n"),
+        );
         let bytes = self.resized.data_bytes().unwrap_or(&[]);
         let stride = out_w as usize * 3;
         for y in (0..out_h as usize).step_by(2) {
@@ -333,10 +333,10 @@ impl Screen for TerminalScreen {
         }
         buffer.push_str("\x1b8");
         self.printer.write_raw(buffer);
-        self.keys()
+        terminal_keys()
     }
     fn poll(&mut self) -> Wish {
-        self.keys()
+        terminal_keys()
     }
 }
 

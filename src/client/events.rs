@@ -89,6 +89,9 @@ fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Mailbox
                 let resolutions = plan.into_iter().map(|part| part.resolution).collect();
                 forward(&session, &media, Media::Start { stream, video, fps, frames, resolutions })
             }
+            Ok(ServerMessage::StreamState { stream, state, next_frame }) => {
+                forward(&session, &media, Media::State { stream, state, next_frame })
+            }
             Ok(ServerMessage::StreamEnd { stream, reason, total, message, .. }) => {
                 forward(&session, &media, Media::End { stream, reason, total, message })
             }
@@ -157,6 +160,7 @@ fn handle(session: &Session, message: ServerMessage) {
         | ServerMessage::ServerClosing { .. }
         | ServerMessage::VideoList { .. }
         | ServerMessage::StreamStart { .. }
+        | ServerMessage::StreamState { .. }
         | ServerMessage::StreamEnd { .. } => {}
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::shared::message::VideoInfo;
-use crate::shared::video::{EndReason, FrameHeader};
+use crate::shared::video::{EndReason, FrameHeader, PlayState};
 
 /// Items that may wait in the inbox.
 const INBOX_ITEMS: usize = 1024;
@@ -34,6 +34,8 @@ pub(crate) enum Media {
     Start { stream: u32, video: String, fps: f64, frames: u32, resolutions: Vec<String> },
     /// One picture.
     Frame(Picture),
+    /// The server's answer to a pause, resume or seek.
+    State { stream: u32, state: PlayState, next_frame: u32 },
     /// A stream ended.
     End { stream: u32, reason: EndReason, total: Option<u32>, message: Option<String> },
 }

@@ -165,7 +165,7 @@ fn video_flow(console: &mut Console, session: &Session, media: &Inbox, display: 
             None => println!("No video {}.", visible(&answer)),
         }
     };
-    player::play(session, media, &chosen, display.resolve(), pace);
+    player::play(session, media, console, &chosen, display.resolve(), pace);
     Flow::Menu
 }
 

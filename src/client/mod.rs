@@ -22,6 +22,7 @@ mod freshness;
 mod identity;
 mod inbox;
 mod join;
+mod keys;
 mod menu;
 mod peers;
 mod player;

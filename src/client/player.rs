@@ -11,16 +11,23 @@
 //! drawing a frame takes time, and when a newer frame has arrived meanwhile
 //! the older one is skipped — counted as `dropped`, never decoded. The
 //! picture stays on time; `late` still counts what arrived late.
+//!
+//! The viewer's keys ([`super::keys`]) pause, resume and seek: each becomes
+//! a message to the server, which answers with a `stream_state` naming the
+//! next frame it sends. Lateness is measured afresh from each answer: a
+//! pause is not lateness.
 
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use super::console::Console;
 use super::display::{self, Display, PictureLimit, Wish};
 use super::inbox::{Inbox, Media, Picture};
+use super::keys::SEEK_STEP_SECONDS;
 use super::session::Session;
 use crate::shared::message::{ClientMessage, VideoInfo};
-use crate::shared::video::{EndReason, FrameHeader, Pace};
+use crate::shared::video::{EndReason, FrameHeader, Pace, PlayState};
 use crate::shared::visible::{visible, visible_capped};
 
 /// How long to wait for the server before giving up on a reply.
@@ -59,15 +66,23 @@ struct Stats {
     /// Frames received but never shown: a newer one had arrived before the
     /// screen was ready, or the inbox was full.
     dropped: u32,
-    /// When the first frame arrived, and its presentation time: the clock the others are held to.
-    first: Option<(Instant, u64)>,
+    /// When the first frame arrived, and the last: the span `fps` is measured over.
+    first: Option<Instant>,
     last: Option<Instant>,
+    /// Time spent paused within that span, and since when it is paused now.
+    paused_for: Duration,
+    paused_since: Option<Instant>,
+    /// When the first frame since the start, or since the server's last
+    /// `stream_state`, arrived, and its presentation time: the clock the
+    /// frames after it are held to.
+    anchor: Option<(Instant, u64)>,
     frame_interval: Duration,
 }
 
 impl Stats {
     fn record(&mut self, header: &FrameHeader, size: usize, arrived: Instant) {
-        let (first, first_pts) = *self.first.get_or_insert((arrived, header.pts_micros));
+        self.first.get_or_insert(arrived);
+        let (first, first_pts) = *self.anchor.get_or_insert((arrived, header.pts_micros));
         self.last = Some(arrived);
         self.received += 1;
         self.bytes += size as u64;
@@ -81,10 +96,25 @@ impl Stats {
         }
     }
 
+    /// The server answered a pause, resume or seek: the clock starts again
+    /// at the next frame, and time paused is not counted in `fps`.
+    fn state(&mut self, state: PlayState) {
+        self.anchor = None;
+        let now = Instant::now();
+        match (state, self.paused_since) {
+            (PlayState::Paused, None) => self.paused_since = Some(now),
+            (PlayState::Playing, Some(since)) => {
+                self.paused_for += now - since;
+                self.paused_since = None;
+            }
+            _ => {}
+        }
+    }
+
     fn summary(&self) -> String {
         let fps = match (self.first, self.last) {
-            (Some((first, _)), Some(last)) if self.received > 1 && last > first => {
-                (self.received - 1) as f64 / (last - first).as_secs_f64()
+            (Some(first), Some(last)) if self.received > 1 && last > first + self.paused_for => {
+                (self.received - 1) as f64 / (last - first - self.paused_for).as_secs_f64()
             }
             _ => 0.0,
         };
@@ -103,7 +133,8 @@ impl Stats {
 }
 
 /// Plays `video` until the stream ends or is stopped; prints the summary.
-pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Display, pace: Pace) {
+/// With `--display none`, piped stdin's lines `p`, `<`, `>`, `q` steer it.
+pub(crate) fn play(session: &Session, media: &Inbox, console: &mut Console, video: &str, display: Display, pace: Pace) {
     session.mode.start_playing();
     if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace, start: None }) {
         session.printer.error(&format!("cannot ask for the video: {e}"));
@@ -111,17 +142,23 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
         return;
     }
     let mut stats = Stats { video: video.to_string(), ..Stats::default() };
-    let mut screen = None;
-    let mut stream = None;
-    let mut stop_sent = false;
+    let mut screen: Option<Box<dyn display::Screen>> = None;
+    let mut steering = Steering::default();
     let mut limit = PictureLimit::default();
     let mut last_heard = Instant::now();
     // Taken from the inbox while looking for a newer frame, handled next.
     let mut next: Option<Media> = None;
     // On a screen, a frame already overtaken is skipped; `none` decodes every frame.
     let skips_stale = display != Display::None;
+    let stdin_steers = display == Display::None;
     media.take_lost();
     loop {
+        // What the viewer asked for since the last time round: a key, a line, Ctrl-C.
+        let mut wish = if stdin_steers { console.playback_command().unwrap_or(Wish::Continue) } else { Wish::Continue };
+        if session.mode.stop_requested() {
+            wish = Wish::Stop;
+        }
+        steering.apply(session, wish);
         let received = match next.take() {
             Some(message) => Ok(message),
             None => media.recv_timeout(Duration::from_millis(100)),
@@ -132,18 +169,21 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
                 message
             }
             Err(RecvTimeoutError::Timeout) => {
-                // A server that goes quiet mid-stream must not hold the menu forever.
-                if last_heard.elapsed() > REPLY_WAIT {
+                // A server that goes quiet mid-stream must not hold the menu
+                // forever; a paused one is quiet on purpose.
+                if steering.paused {
+                    last_heard = Instant::now();
+                } else if last_heard.elapsed() > REPLY_WAIT {
                     session.printer.error("the stream stalled: no video from the server for 20 s");
-                    if !stop_sent {
-                        request_stop(session, stream);
+                    if !steering.stop_sent {
+                        request_stop(session, steering.stream);
                     }
                     break;
                 }
-                // Keep the window responsive (and `q` working) between frames.
-                let wants_stop = screen.as_mut().is_some_and(|s: &mut Box<dyn display::Screen>| s.poll() == Wish::Stop);
-                if (wants_stop || session.mode.stop_requested()) && !stop_sent {
-                    stop_sent = request_stop(session, stream);
+                // Keep the window responsive (and its keys working) between frames.
+                if let Some(screen) = screen.as_mut() {
+                    let wish = screen.poll();
+                    steering.apply(session, wish);
                 }
                 continue;
             }
@@ -151,7 +191,8 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
         };
         match message {
             Media::Start { stream: id, video: name, fps, frames, resolutions } => {
-                stream = Some(id);
+                steering.stream = Some(id);
+                (steering.fps, steering.last) = (fps, frames.saturating_sub(1));
                 limit = PictureLimit::for_plan(resolutions.iter().map(String::as_str));
                 stats.video = name;
                 stats.total = frames;
@@ -160,21 +201,19 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
                     Ok(opened) => screen = Some(opened),
                     Err(e) => {
                         session.printer.error(&e);
-                        stop_sent = request_stop(session, stream);
+                        steering.apply(session, Wish::Stop);
                     }
-                }
-                if session.mode.stop_requested() && !stop_sent {
-                    stop_sent = request_stop(session, stream);
                 }
             }
             Media::Frame(Picture { header, jpeg, arrived }) => {
-                if Some(header.stream) != stream {
+                if Some(header.stream) != steering.stream {
                     continue;
                 }
                 stats.record(&header, jpeg.len(), arrived);
+                steering.current = header.sequence;
                 if skips_stale {
                     let overtaken;
-                    (next, overtaken) = look_ahead(media, stream);
+                    (next, overtaken) = look_ahead(media, steering.stream);
                     if overtaken {
                         stats.dropped += 1;
                         continue;
@@ -191,12 +230,15 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
                     }
                     (Ok(_), None) => Wish::Continue,
                 };
-                if (wish == Wish::Stop || session.mode.stop_requested()) && !stop_sent {
-                    stop_sent = request_stop(session, stream);
-                }
+                steering.apply(session, wish);
+            }
+            Media::State { stream: id, state, next_frame } if Some(id) == steering.stream => {
+                steering.paused = state == PlayState::Paused;
+                steering.current = next_frame;
+                stats.state(state);
             }
             Media::End { stream: id, reason, total, message } => {
-                if stream.is_some_and(|s| s != id) {
+                if steering.stream.is_some_and(|s| s != id) {
                     continue;
                 }
                 // The real count, where the file turned out shorter than announced.
@@ -207,7 +249,7 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
                 }
                 break;
             }
-            Media::List(_) => {}
+            Media::List(_) | Media::State { .. } => {}
         }
     }
     drop(screen); // closes the window or gives the terminal back
@@ -217,6 +259,56 @@ pub(crate) fn play(session: &Session, media: &Inbox, video: &str, display: Displ
     stats.dropped += lost;
     // Exactly one summary line after every playback, even one that never started.
     println!("{}", stats.summary());
+}
+
+/// Where the viewer's stream stands, as far as the client knows, and what
+/// its keys turn into.
+#[derive(Default)]
+struct Steering {
+    stream: Option<u32>,
+    /// As the server last said (or as the viewer asked, until it answers).
+    paused: bool,
+    /// The frame shown last, or the one the server said comes next.
+    current: u32,
+    /// The video's last frame, and its frame rate.
+    last: u32,
+    fps: f64,
+    stop_sent: bool,
+}
+
+impl Steering {
+    /// Sends what `wish` asks of the stream, if it has started.
+    fn apply(&mut self, session: &Session, wish: Wish) {
+        let Some(stream) = self.stream else { return };
+        let step = (SEEK_STEP_SECONDS * self.fps).round() as u32;
+        let message = match wish {
+            Wish::Continue => return,
+            Wish::Stop if self.stop_sent => return,
+            Wish::Stop => {
+                self.stop_sent = request_stop(session, self.stream);
+                return;
+            }
+            Wish::TogglePause => {
+                self.paused = !self.paused;
+                if self.paused { ClientMessage::Pause { stream } } else { ClientMessage::Resume { stream } }
+            }
+            // From where the viewer is, even before the server has answered an earlier seek.
+            Wish::Back => {
+                self.current = self.current.saturating_sub(step);
+                ClientMessage::Seek { stream, frame: self.current }
+            }
+            Wish::Forward => {
+                self.current = self.current.saturating_add(step).min(self.last);
+                ClientMessage::Seek { stream, frame: self.current }
+            }
+        };
+        if self.stop_sent {
+            return;
+        }
+        if let Err(e) = session.send(&message) {
+            session.printer.error(&format!("cannot steer the stream: {e}"));
+        }
+    }
 }
 
 /// After a frame of `stream`: the next item already waiting, if any, and

@@ -27,6 +27,7 @@ use crossbeam_channel::Sender;
 use log::{debug, error, info, warn};
 
 use super::context::Context;
+use super::control::{Command, MAX_WAITING_COMMANDS};
 use super::door::PendingJoin;
 use super::library;
 use super::live::LiveEntry;
@@ -34,7 +35,7 @@ use super::outbox::Outbox;
 use super::per_address::Place;
 use super::refusal::Refusal;
 use super::registry::RelayError;
-use super::stream::{self, Flags, Job, VideoItem};
+use super::stream::{self, Flags, Job, Queue};
 use super::writer;
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;
@@ -67,13 +68,14 @@ pub(super) fn serve(
     let stream = Arc::new(stream);
     let (outbox, receiver) = Outbox::new(live.id(), Arc::clone(&stream));
     let (video, video_receiver) = crossbeam_channel::bounded(VIDEO_QUEUE_FRAMES);
+    let writer_video = video_receiver.clone();
 
     let writer_stream = Arc::clone(&stream);
     let trace_label = context.config.trace.then(|| peer.to_string());
     let writer = match thread::Builder::new()
         .name(format!("writer-{peer}"))
         .stack_size(CONNECTION_STACK_BYTES)
-        .spawn(move || writer::run(writer_stream, receiver, video_receiver, trace_label))
+        .spawn(move || writer::run(writer_stream, receiver, writer_video, trace_label))
     {
         Ok(handle) => handle,
         Err(e) => {
@@ -90,7 +92,7 @@ pub(super) fn serve(
     let mut handler = Handler {
         context,
         outbox,
-        video,
+        video: Queue { sender: video, unsent: video_receiver },
         playing: None,
         last_stream: 0,
         reader,
@@ -131,8 +133,8 @@ struct Handler {
     context: Arc<Context>,
     /// This client's queue to its writer thread.
     outbox: Outbox,
-    /// This client's video queue, cloned for each streaming thread.
-    video: Sender<VideoItem>,
+    /// This client's video queue (both ends), cloned for each streaming thread.
+    video: Queue,
     /// The playback in progress, if any.
     playing: Option<Playback>,
     /// The id of the last stream started on this connection (0: none yet).
@@ -177,6 +179,9 @@ impl Handler {
                 Ok(ClientMessage::ListVideos) => self.handle_list_videos(),
                 Ok(ClientMessage::Play { video, pace, start }) => self.handle_play(video, pace, start.unwrap_or(0)),
                 Ok(ClientMessage::Stop { stream }) => self.handle_stop(stream),
+                Ok(ClientMessage::Pause { stream }) => self.steer(stream, Command::Pause),
+                Ok(ClientMessage::Resume { stream }) => self.steer(stream, Command::Resume),
+                Ok(ClientMessage::Seek { stream, frame }) => self.steer(stream, Command::Seek(frame)),
                 Ok(ClientMessage::Hello { .. }) => self.reply_error("already joined".into()),
                 // The frame was whole, so the stream is still in step: say
                 // what was wrong and keep serving.
@@ -303,12 +308,13 @@ impl Handler {
         };
         let flags = Arc::new(Flags::default());
         let (queue, shared) = (self.video.clone(), Arc::clone(&flags));
+        let (commands, received) = crossbeam_channel::bounded(MAX_WAITING_COMMANDS);
         info!("{}: plays {name} (stream {id}, pace {pace:?})", self.describe());
         match thread::Builder::new()
             .name(format!("stream-{}-{id}", self.peer))
-            .spawn(move || stream::run(job, queue, shared))
+            .spawn(move || stream::run(job, queue, received, shared))
         {
-            Ok(thread) => self.playing = Some(Playback { id, flags, thread }),
+            Ok(thread) => self.playing = Some(Playback { id, flags, commands, thread }),
             Err(e) => refuse(self, format!("cannot start a streaming thread: {e}")),
         }
     }
@@ -316,7 +322,20 @@ impl Handler {
     fn handle_stop(&mut self, stream: u32) {
         match &self.playing {
             // Also for a stream that has just ended: the stop crossed its end.
-            Some(playback) if playback.id == stream => playback.flags.stop.store(true, Ordering::Relaxed),
+            Some(playback) if playback.id == stream => playback.stop(),
+            _ => self.reply_error(format!("no stream {stream} is playing")),
+        }
+    }
+
+    /// Passes a pause, resume or seek on to the stream it names; the
+    /// streaming thread answers it.
+    fn steer(&mut self, stream: u32, command: Command) {
+        match &self.playing {
+            Some(playback) if playback.id == stream && !playback.flags.ended.load(Ordering::SeqCst) => {
+                if playback.commands.try_send(command).is_err() {
+                    self.reply_error(format!("stream {stream} has {MAX_WAITING_COMMANDS} commands waiting already"));
+                }
+            }
             _ => self.reply_error(format!("no stream {stream} is playing")),
         }
     }
@@ -324,8 +343,11 @@ impl Handler {
     /// Stops the playback in progress, if any, and waits for its thread.
     fn stop_stream(&mut self) {
         if let Some(playback) = self.playing.take() {
-            playback.flags.stop.store(true, Ordering::Relaxed);
-            let _ = playback.thread.join();
+            playback.stop();
+            let Playback { commands, thread, .. } = playback;
+            // A paused stream waits on its commands: with them gone, it ends.
+            drop(commands);
+            let _ = thread.join();
         }
     }
 
@@ -350,11 +372,21 @@ impl Handler {
     }
 }
 
-/// A playback in progress: its streaming thread and the flag that stops it.
+/// A playback in progress: its streaming thread, the flag that stops it and
+/// the channel that steers it.
 struct Playback {
     id: u32,
     flags: Arc<Flags>,
+    commands: Sender<Command>,
     thread: JoinHandle<()>,
+}
+
+impl Playback {
+    /// Flags the stream to stop, and wakes it if it is paused.
+    fn stop(&self) {
+        self.flags.stop.store(true, Ordering::Relaxed);
+        let _ = self.commands.try_send(Command::Stop);
+    }
 }
 
 /// The socket as the handler reads it: before the join, every read is held to

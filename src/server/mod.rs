@@ -27,6 +27,7 @@
 mod cache;
 mod config;
 mod context;
+mod control;
 mod decoder;
 mod door;
 mod flow_control;

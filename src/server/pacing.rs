@@ -10,55 +10,69 @@
 //! cannot keep up with.
 //!
 //! A full video queue (a viewer reading slowly) makes only this thread wait:
-//! nobody else slows down. The stop flag is checked at least every
-//! [`STOP_CHECK`], so a stop or a departed viewer ends the wait.
+//! nobody else slows down. The stop flag and the viewer's commands are
+//! looked at at least every [`STOP_CHECK`], so a stop, a pause or a seek
+//! ends the wait.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{SendTimeoutError, Sender};
-
+use super::control::Control;
+use super::stream::VideoItem;
 use crate::shared::limits::LOOKAHEAD_FRAMES;
 use crate::shared::video::Pace;
 
-/// How long a streaming thread sleeps at most before looking at its stop flag.
+/// How long a streaming thread sleeps at most before looking at its controls.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
-/// The pictures of one stream between their encoding and their time (`T`:
-/// what the writer's queue takes).
-pub(crate) struct Pacer<'a, T> {
-    queue: &'a Sender<T>,
-    stop: &'a AtomicBool,
+/// The pictures of one stream between their encoding and their time.
+pub(crate) struct Pacer<'a> {
+    control: &'a Control<'a>,
     pace: Pace,
     /// When the first picture is due: presentation times count from here.
     started: Instant,
     /// The first picture's presentation time (a stream may start mid-video).
     origin: Option<Duration>,
-    /// Encoded pictures with the moment each is due, in order.
-    ready: VecDeque<(Instant, T)>,
+    /// Encoded pictures with the moment each is due and their frame number, in order.
+    ready: VecDeque<(Instant, u32, VideoItem)>,
     /// Pictures handed to the writer so far.
     pub(crate) sent: u32,
+    /// The viewer's queue is gone (or the stream was stopped while sending).
+    pub(crate) gone: bool,
 }
 
-impl<'a, T> Pacer<'a, T> {
+impl<'a> Pacer<'a> {
     /// Starts the clock: the first picture is due now.
-    pub(crate) fn new(queue: &'a Sender<T>, stop: &'a AtomicBool, pace: Pace) -> Pacer<'a, T> {
-        let ready = VecDeque::with_capacity(LOOKAHEAD_FRAMES);
-        Pacer { queue, stop, pace, started: Instant::now(), origin: None, ready, sent: 0 }
+    pub(crate) fn new(control: &'a Control<'a>, pace: Pace) -> Pacer<'a> {
+        let ready = VecDeque::with_capacity(LOOKAHEAD_FRAMES + 1);
+        Pacer { control, pace, started: Instant::now(), origin: None, ready, sent: 0, gone: false }
     }
 
-    /// Takes a picture due `pts` after the first one's. Sends whatever is due
-    /// first, and if [`LOOKAHEAD_FRAMES`] are waiting, waits for the oldest's
-    /// time and sends it. False if the stream was stopped or the viewer is gone.
-    pub(crate) fn push(&mut self, pts: Duration, item: T) -> bool {
+    /// Starts the clock again (after a pause or a seek): the next picture is
+    /// due now, and the ones after it from there.
+    pub(crate) fn restart(&mut self) {
+        (self.started, self.origin) = (Instant::now(), None);
+    }
+
+    /// Drops the pictures waiting here; the first one's frame number, if any.
+    pub(crate) fn take_unsent(&mut self) -> Option<u32> {
+        let first = self.ready.front().map(|&(_, sequence, _)| sequence);
+        self.ready.clear();
+        first
+    }
+
+    /// Takes frame `sequence`, due `pts` after the first one's. Sends
+    /// whatever is due, and while more than [`LOOKAHEAD_FRAMES`] are
+    /// waiting, waits for the oldest's time and sends it. False if the
+    /// stream was halted (stopped, or a command came) or the viewer is gone.
+    pub(crate) fn push(&mut self, pts: Duration, sequence: u32, item: VideoItem) -> bool {
+        let origin = *self.origin.get_or_insert(pts);
+        // A time beyond any clock (a file's nonsense timestamp) is due at once.
+        let due = self.started.checked_add(pts.saturating_sub(origin)).unwrap_or_else(Instant::now);
+        self.ready.push_back((due, sequence, item));
         while self.send_due() {
-            if self.ready.len() < LOOKAHEAD_FRAMES {
-                let origin = *self.origin.get_or_insert(pts);
-                // A time beyond any clock (a file's nonsense timestamp) is due at once.
-                let due = self.started.checked_add(pts.saturating_sub(origin)).unwrap_or_else(Instant::now);
-                self.ready.push_back((due, item));
+            if self.ready.len() <= LOOKAHEAD_FRAMES {
                 return true;
             }
             self.nap();
@@ -77,40 +91,27 @@ impl<'a, T> Pacer<'a, T> {
         false
     }
 
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Sends the pictures that are due (all of them with `--pace none`).
+    /// Sends the pictures that are due (all of them with `--pace none`);
+    /// false if the stream is halted or the viewer gone.
     fn send_due(&mut self) -> bool {
-        while let Some((due, _)) = self.ready.front()
+        while !self.control.halted()
+            && let Some((due, _, _)) = self.ready.front()
             && (self.pace == Pace::None || *due <= Instant::now())
-            && let Some((_, item)) = self.ready.pop_front()
+            && let Some((_, _, item)) = self.ready.pop_front()
         {
-            if !self.deliver(item) {
+            if !self.control.send(item) {
+                self.gone = true;
                 return false;
             }
             self.sent += 1;
         }
-        !self.stopped()
+        !self.control.halted()
     }
 
-    /// Sleeps towards the oldest picture's time, in naps short enough to see a stop.
+    /// Sleeps towards the oldest picture's time, in naps short enough to see a command.
     fn nap(&self) {
-        if let Some((due, _)) = self.ready.front() {
+        if let Some((due, _, _)) = self.ready.front() {
             thread::sleep(due.saturating_duration_since(Instant::now()).min(STOP_CHECK));
-        }
-    }
-
-    /// Queues a picture for the writer, waiting while the viewer's queue is
-    /// full, but giving up as soon as the stream is stopped or the viewer is gone.
-    fn deliver(&self, mut item: T) -> bool {
-        loop {
-            match self.queue.send_timeout(item, STOP_CHECK) {
-                Ok(()) => return true,
-                Err(SendTimeoutError::Timeout(back)) if !self.stopped() => item = back,
-                Err(_) => return false,
-            }
         }
     }
 }

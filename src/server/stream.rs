@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use log::{info, warn};
 
 use super::cache::{FrameCache, FrameKey};
+use super::control::{Command, Control, Steer};
 use super::decoder::{Decoder, Decoders, Encoder, FileInfo, FrameError, file_name};
 use super::library::{Resolution, Video};
 use super::pacing::Pacer;
@@ -40,6 +41,8 @@ pub(crate) enum VideoItem {
     Control(Arc<[u8]>),
     /// A picture: the frame and video headers, then the JPEG, written together.
     Frame {
+        /// Its frame number (the video header's sequence number).
+        sequence: u32,
         /// Frame header and video header.
         head: FrameHead,
         /// The JPEG bytes, shared with other viewers.
@@ -84,7 +87,8 @@ impl std::ops::Deref for FrameHead {
     }
 }
 
-/// Shared between a streaming thread and its handler.
+/// Shared between a streaming thread and its handler (which also sends it
+/// [`Command`]s).
 #[derive(Default)]
 pub(crate) struct Flags {
     /// Set by the handler: stop at the next frame.
@@ -140,11 +144,21 @@ impl Ended {
     }
 }
 
+/// The ends of a viewer's video queue a streaming thread holds: it sends
+/// into it, and takes back what a pause or a seek made stale.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    pub(crate) sender: Sender<VideoItem>,
+    pub(crate) unsent: Receiver<VideoItem>,
+}
+
 /// Runs one playback to its end and queues the end message.
-pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
+pub(crate) fn run(job: Job, queue: Queue, commands: Receiver<Command>, flags: Arc<Flags>) {
+    let control =
+        Control { stream: job.id, stop: &flags.stop, commands, queue: queue.sender.clone(), unsent: queue.unsent };
     // A bug in decoding must end this stream with an error, not leave the
     // viewer (and the handler waiting for `ended`) hanging.
-    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream(&job, &queue, &flags.stop)))
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream(&job, &control)))
         .unwrap_or_else(|_| Ended::refused("internal error".into()));
     info!("stream {} of {}: {:?} after {} frame(s)", job.id, job.video.name, ended.reason, ended.frames);
     let end = ServerMessage::StreamEnd {
@@ -157,12 +171,12 @@ pub(crate) fn run(job: Job, queue: Sender<VideoItem>, flags: Arc<Flags>) {
     flags.ended.store(true, Ordering::SeqCst);
     if let Ok(bytes) = encode(&end) {
         // Blocks at most until the writer drains a frame or gives up on the socket.
-        let _ = queue.send(VideoItem::Control(bytes.into()));
+        let _ = control.send(VideoItem::Control(bytes.into()));
     }
 }
 
-fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
-    let mut sources: Vec<Source> = job.video.resolutions.iter().map(|r| Source::new(r, job)).collect();
+fn stream(job: &Job, control: &Control) -> Ended {
+    let mut sources = open_sources(job);
     let Plan { start, fps, total, parts } = match plan(job, &sources) {
         Ok(plan) => plan,
         Err(message) => return Ended::refused(message),
@@ -170,52 +184,58 @@ fn stream(job: &Job, queue: &Sender<VideoItem>, stop: &AtomicBool) -> Ended {
     if job.start >= total {
         return Ended::failed(0, total, format!("{} has no frame {} (it has {total})", job.video.name, job.start));
     }
-    // From `start` on, each part of the plan: (source, first frame, last frame).
-    let parts: Vec<(usize, u32, u32)> =
-        parts.into_iter().filter(|&(_, _, last)| last >= job.start).map(|(i, f, l)| (i, f.max(job.start), l)).collect();
-    // Position each part's file at its first frame before the clock starts,
-    // so a change of resolution mid-stream costs no seek (unless the frame
-    // is prepared or cached already, which costs no decoding at all).
-    for &(i, first, _) in &parts {
-        if sources[i].reader.is_none()
-            && !job.cache.contains(&sources[i].key(first))
-            && let Err(FrameError::Failed(message)) = sources[i].decoder().seek(first)
-        {
-            return Ended::failed(0, total, message);
-        }
+    if let Err(message) = position(job, &sources, &parts, job.start) {
+        return Ended::failed(0, total, message);
     }
-    let started = encode(&start).is_ok_and(|bytes| queue.send(VideoItem::Control(bytes.into())).is_ok());
-    if !started {
+    if !encode(&start).is_ok_and(|bytes| control.send(VideoItem::Control(bytes.into()))) {
         return Ended::stopped(0, total);
     }
 
     let mut encoder = Encoder::new(job.jpeg_quality);
-    let mut pacer = Pacer::new(queue, stop, job.pace);
+    let mut pacer = Pacer::new(control, job.pace);
     let mut damaged = Damaged { video: &job.video.name, run: None };
-    for (i, index) in parts.iter().flat_map(|&(i, first, last)| (first..=last).map(move |index| (i, index))) {
-        if stop.load(Ordering::Relaxed) {
+    let mut index = job.start;
+    loop {
+        if control.stopped() || pacer.gone {
             return Ended::stopped(pacer.sent, total);
         }
+        // A pause, resume or seek from the viewer: applied between frames.
+        if control.halted() {
+            damaged.end_run();
+            let unsent = pacer.take_unsent();
+            match control.steer(index, unsent, total - 1, &mut || sources.clear()) {
+                Steer::Play(next) => index = next,
+                Steer::Stop => return Ended::stopped(pacer.sent, total),
+            }
+            if sources.is_empty() {
+                sources = open_sources(job);
+            }
+            if let Err(message) = position(job, &sources, &parts, index) {
+                return Ended::failed(pacer.sent, total, message);
+            }
+            pacer.restart();
+            continue;
+        }
+        if index >= total {
+            if pacer.finish() {
+                break;
+            }
+            continue;
+        }
+        // The plan's part this frame is in: its resolution's file.
+        let Some(&(i, _, _)) = parts.iter().find(|&&(_, first, last)| (first..=last).contains(&index)) else { break };
         let nominal = Duration::from_secs_f64(f64::from(index) / fps);
-        let delivered = match sources[i].picture(index, nominal, &mut encoder) {
+        match sources[i].picture(index, nominal, &mut encoder) {
             Ok((pts, picture)) => {
                 damaged.end_run();
-                pacer.push(pts, picture)
+                pacer.push(pts, index, picture);
             }
-            Err(FrameError::Damaged) => {
-                damaged.skip(index);
-                true
-            }
+            Err(FrameError::Damaged) => damaged.skip(index),
             // The frames before it still go out, then the stream ends.
             Err(FrameError::Failed(message)) if pacer.finish() => return Ended::failed(pacer.sent, total, message),
-            Err(FrameError::Failed(_)) => false,
-        };
-        if !delivered {
-            return Ended::stopped(pacer.sent, total);
+            Err(FrameError::Failed(_)) => {}
         }
-    }
-    if !pacer.finish() {
-        return Ended::stopped(pacer.sent, total);
+        index += 1;
     }
     // Frames that never decoded at the very end were never part of the video.
     let total = damaged.run.map_or(total, |(first, _)| first);
@@ -249,6 +269,27 @@ impl Damaged<'_> {
             warn!("{}: skipped {length} damaged frames, {first}–{}", self.video, first + length - 1);
         }
     }
+}
+
+/// One [`Source`] per resolution of the video.
+fn open_sources(job: &Job) -> Vec<Source<'_>> {
+    job.video.resolutions.iter().map(|r| Source::new(r, job)).collect()
+}
+
+/// Positions each part's file at its first frame from `from` on, before the
+/// clock starts, so a change of resolution mid-stream costs no seek (unless
+/// the frame is prepared or cached already, which costs no decoding at all).
+fn position(job: &Job, sources: &[Source], parts: &[(usize, u32, u32)], from: u32) -> Result<(), String> {
+    for &(i, first, last) in parts.iter().filter(|&&(_, _, last)| last >= from) {
+        let first = first.max(from).min(last);
+        if sources[i].reader.is_none()
+            && !job.cache.contains(&sources[i].key(first))
+            && let Err(FrameError::Failed(message)) = sources[i].decoder().seek(first)
+        {
+            return Err(message);
+        }
+    }
+    Ok(())
 }
 
 /// What a stream will send.
@@ -370,7 +411,7 @@ fn frame_item(stream: u32, sequence: u32, pts: Duration, label: &str, jpeg: Slic
     encode_header(&mut head, stream, sequence, pts.as_micros() as u64, label);
     let length = u32::try_from(head.len - 4 + jpeg.len()).ok().filter(|&l| l <= MAX_FRAME_LEN)?;
     head.bytes[..4].copy_from_slice(&length.to_be_bytes());
-    Some(VideoItem::Frame { head, jpeg })
+    Some(VideoItem::Frame { sequence, head, jpeg })
 }
 
 #[cfg(test)]
@@ -382,7 +423,7 @@ mod tests {
     fn a_frame_head_is_the_protocol_s_frame_header_then_video_header() {
         let jpeg = Slice::from(Arc::<[u8]>::from(&b"JPEG"[..]));
         let item = frame_item(7, 299, Duration::from_micros(9_966_666), "1440p", jpeg);
-        let Some(VideoItem::Frame { head, jpeg }) = item else { panic!("no frame") };
+        let Some(VideoItem::Frame { head, jpeg, .. }) = item else { panic!("no frame") };
         let mut video_header = Vec::new();
         FrameHeader { stream: 7, sequence: 299, pts_micros: 9_966_666, resolution: "1440p".into() }
             .encode_into(&mut video_header);

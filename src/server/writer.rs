@@ -117,7 +117,7 @@ fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem) -> Result<
             writer.write_encoded(&bytes)?;
             writer.flush()
         }
-        VideoItem::Frame { head, jpeg } => writer.write_split(&head, &jpeg),
+        VideoItem::Frame { head, jpeg, .. } => writer.write_split(&head, &jpeg),
     }
 }
 
@@ -211,7 +211,7 @@ mod tests {
         let jpeg = Slice::from(Arc::<[u8]>::from(&[][..]));
         let mut head = FrameHead::new();
         head.extend([0, 0, 0, 1, FrameKind::Video as u8]);
-        let frame = VideoItem::Frame { head, jpeg };
+        let frame = VideoItem::Frame { sequence: 0, head, jpeg };
         harness.video.send(frame).unwrap();
         assert_eq!(harness.next(), "video", "the picture is not held with the bystander copy");
         harness.outbox.push(Outgoing::now(&note("addressed to the client"))).unwrap();

@@ -14,7 +14,7 @@ use thiserror::Error;
 use super::frame::{Frame, FrameError, FrameKind, encode_frame};
 use super::limits::{MAX_CIPHERTEXT_BYTES, MAX_KEY_BITS};
 use super::names::validate_name;
-use super::video::{EndReason, Pace, PlanPart};
+use super::video::{EndReason, Pace, PlanPart, PlayState};
 
 /// What a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +54,24 @@ pub enum ClientMessage {
     Stop {
         /// The stream's id from its start.
         stream: u32,
+    },
+    /// Pause a stream; answered with [`ServerMessage::StreamState`].
+    Pause {
+        /// The stream's id from its start.
+        stream: u32,
+    },
+    /// Resume a paused stream; answered with [`ServerMessage::StreamState`].
+    Resume {
+        /// The stream's id from its start.
+        stream: u32,
+    },
+    /// Go on from frame `frame` (kept paused if paused); answered with
+    /// [`ServerMessage::StreamState`]. Past the last frame: the last frame.
+    Seek {
+        /// The stream's id from its start.
+        stream: u32,
+        /// The frame to send next.
+        frame: u32,
     },
 }
 
@@ -129,6 +147,17 @@ pub enum ServerMessage {
         frames: u32,
         /// Which frames come from which resolution.
         plan: Vec<PlanPart>,
+    },
+    /// The answer to a pause, resume or seek: where the stream stands. The
+    /// next video frame of this stream has sequence number `next_frame`;
+    /// frames that were queued for the viewer are dropped, not sent.
+    StreamState {
+        /// Stream id.
+        stream: u32,
+        /// Playing or paused.
+        state: PlayState,
+        /// The sequence number of the next frame sent.
+        next_frame: u32,
     },
     /// A stream ended.
     StreamEnd {

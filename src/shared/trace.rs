@@ -133,7 +133,16 @@ fn control_summary(value: &Value) -> String {
             field("pace", text(value, "pace"));
             field("start", text(value, "start"));
         }
-        "stop" => field("stream", text(value, "stream")),
+        "stop" | "pause" | "resume" => field("stream", text(value, "stream")),
+        "seek" => {
+            field("stream", text(value, "stream"));
+            field("frame", text(value, "frame"));
+        }
+        "stream_state" => {
+            field("stream", text(value, "stream"));
+            field("state", text(value, "state"));
+            field("next_frame", text(value, "next_frame"));
+        }
         "stream_start" => {
             field("stream", text(value, "stream"));
             field("video", text(value, "video"));

@@ -77,6 +77,16 @@ pub enum Pace {
     None,
 }
 
+/// Whether a stream is sending, as a `stream_state` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlayState {
+    /// Frames flow, each at its time.
+    Playing,
+    /// No frame is sent until a resume (or a stop).
+    Paused,
+}
+
 /// Why a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -40,6 +40,11 @@ local function field(text, key)
     return text:match('"' .. key .. '"%s*:%s*"([^"]*)"')
 end
 
+-- The first number value of `key` (stream ids, frame numbers).
+local function number(text, key)
+    return text:match('"' .. key .. '"%s*:%s*(%d+)')
+end
+
 local function frame_length(tvb, pinfo, offset)
     return tvb(offset, 4):uint() + 4
 end
@@ -62,6 +67,11 @@ local function dissect_frame(tvb, pinfo, tree)
         if from then item:add(f.from, payload, from); summary = summary .. " from " .. from end
         if to then item:add(f.to, payload, to); summary = summary .. " to " .. to end
         if video then item:add(f.video, payload, video); summary = summary .. " " .. video end
+        -- Steering a stream: where it stands after a pause, resume or seek.
+        local state, next_frame, frame = field(text, "state"), number(text, "next_frame"), number(text, "frame")
+        if frame then summary = summary .. " to frame " .. frame end
+        if state then summary = summary .. " " .. state end
+        if next_frame then summary = summary .. ", next frame " .. next_frame end
         json:call(payload:tvb(), pinfo, item)
     elseif kind == 1 and length >= 18 then
         local label_length = tvb(HEADER + 16, 1):uint()
