@@ -315,15 +315,37 @@ fn a_verified_peer_whose_key_changes_is_a_hard_stop_and_its_look_alike_is_refuse
     client.wait_for(Stream::Out, "not sent: you verified bob's old key");
     // Option 4 shows the change; comparing again and answering y unlocks bob.
     client.type_text("4\n");
-    client.wait_for(Stream::Out, "KEY CHANGED since you verified");
+    client.wait_for(Stream::Out, "which you verified)");
     client.type_text("bob\ny\n");
     client.wait_for(Stream::Out, "bob verified.");
     client.type_text("1\nbob\nnow we talk\n");
-    client.wait_for(Stream::Out, "sent to bob");
+    // (Not just any line with "sent to bob": the warning above has one too.)
+    client.wait_for_next(Stream::Out, "sent to bob");
     match from_client.recv::<ClientMessage>().unwrap() {
         ClientMessage::Send { envelope } => assert_eq!(envelope.to, "bob"),
         other => panic!("expected the message, got {other:?}"),
     }
+
+    // The key is swapped again while the user types, or while they compare
+    // fingerprints: the message is not sealed to it, and it is not marked.
+    let third = identity(4);
+    let swap = |to_client: &mut FrameWriter<TcpStream>, key: &ciphercast::shared::crypto::Identity| {
+        let joined = ServerMessage::PeerJoined { name: "bob".into(), public_key: key.public_pem().into() };
+        to_client.send(&joined).unwrap();
+    };
+    // (The message's first line ends in `\`: the client is still reading it.)
+    client.type_text("1\nbob\nfor the verified \\\n");
+    client.wait_for_next(Stream::Out, "Message: ");
+    swap(&mut to_client, third);
+    client.wait_for_next(Stream::Out, "warning: KEY CHANGED for bob, whom you verified");
+    client.type_text("bob only\n");
+    client.wait_for(Stream::Out, "not sent: bob's key changed while you were typing");
+    client.type_text("4\nbob\n");
+    client.wait_for_next(Stream::Out, "group by group, with:");
+    swap(&mut to_client, impostor);
+    client.wait_for_next(Stream::Out, "bob joined");
+    client.type_text("y\n");
+    client.wait_for(Stream::Out, "Nothing marked: bob's key changed");
     let client = bye(client, &mut from_client, &mut to_client);
     assert!(!client.stdout.iter().any(|l| l.contains("it is me, bob")), "text under a changed key was shown");
     assert!(!client.stdout.iter().any(|l| l.contains("Send anyway")), "a verified peer's change was only a question");

@@ -70,7 +70,8 @@ pub(crate) fn run(options: Options) -> Result<PathBuf, String> {
     let plan = Plan::new(options.quick);
     let dir = output_dir();
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    server_process::raise_open_file_limit();
+    // A thousand clients are a thousand sockets here too.
+    ciphercast::server::raise_open_file_limit();
     let videos = prepare_videos(&dir, &plan)?;
 
     eprintln!("bench: generating {} keys", plan.key_pool);

@@ -104,16 +104,3 @@ pub(super) fn rss_kib(pid: u32) -> f64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
 }
-
-/// Raises this process's open-file soft limit to the hard limit: a thousand
-/// clients are a thousand sockets here and a thousand more in the server.
-pub(super) fn raise_open_file_limit() {
-    #[cfg(unix)]
-    {
-        use nix::sys::resource::{Resource, getrlimit, setrlimit};
-        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-            // Children (the server) inherit the raised limit.
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
-}

@@ -138,8 +138,10 @@ fn handle(session: &Session, message: ServerMessage) {
             }
         }
         ServerMessage::PeerLeft { name, reason } => {
-            session.peers().remove(&name);
-            printer.event(&format!("{} left ({reason})", visible(&name)));
+            // A peer that was never shown (refused as a look-alike, say) leaves quietly.
+            if session.peers().remove(&name) {
+                printer.event(&format!("{} left ({reason})", visible(&name)));
+            }
         }
         ServerMessage::Sealed { from, envelope } if envelope.to == session.name => {
             printer.event(&open(session, &from, &envelope));
@@ -171,10 +173,13 @@ pub(crate) fn describe_arrival(name: &str, arrival: &Arrival) -> Option<String> 
     match arrival {
         Arrival::New(fingerprint) => Some(format!("new key for {name}: {fingerprint}")),
         Arrival::Known => None,
-        Arrival::Changed { was, now } => Some(format!("warning: KEY CHANGED for {name}: was {was}, now {now}")),
-        Arrival::Unusable => {
-            Some(format!("warning: {name} sent an unusable key; messages from or to {name} will fail"))
+        Arrival::Changed { was, now, verified: false } => {
+            Some(format!("warning: KEY CHANGED for {name}: was {was}, now {now}"))
         }
+        Arrival::Changed { was, now, verified: true } => Some(format!(
+            "warning: KEY CHANGED for {name}, whom you verified: was {was}, now {now}\n  Nothing is sent to {name} and nothing signed with the new key is shown until you compare it with {name} and verify it (option 4)."
+        )),
+        Arrival::Unusable => Some(format!("warning: {name} sent an unusable key; {name} is left out")),
         Arrival::InvalidName(why) => {
             Some(format!("warning: the server announced an invalid name \"{name}\" ({why}); ignored"))
         }

@@ -87,6 +87,8 @@ fn send_flow(console: &mut Console, session: &Session) -> Flow {
         }
         println!("No client named {}.", visible(&to));
     };
+    // The key the user decides about: the message is sealed to this one only.
+    let Some(seen) = session.peers().fingerprint(&to) else { return Flow::Menu };
     let change = session.peers().unconfirmed_change(&to);
     if let Some((was, now)) = change {
         let (name, was_fingerprint) = (visible(&to), was.fingerprint);
@@ -101,7 +103,10 @@ fn send_flow(console: &mut Console, session: &Session) -> Flow {
         match console.ask("Send anyway? [y/N]: ") {
             Answer::Line(answer) if matches!(answer.trim(), "y" | "Y" | "yes") => {
                 let mut peers = session.peers();
-                peers.accept_change(&to);
+                if !peers.accept_change(&to, seen) {
+                    println!("not sent: {}'s key changed again meanwhile", visible(&to));
+                    return Flow::Menu;
+                }
                 if let Err(e) = peers.save_known() {
                     session.printer.error(&e);
                 }
@@ -119,6 +124,11 @@ fn send_flow(console: &mut Console, session: &Session) -> Flow {
         Err(()) => return Flow::Quit,
     };
     let key = match session.peers().key(&to) {
+        // The key changed while the message was typed: it is not the one the user chose.
+        Some(Ok(key)) if key.fingerprint() != seen => {
+            println!("not sent: {}'s key changed while you were typing (see the warning above)", visible(&to));
+            return Flow::Menu;
+        }
         Some(Ok(key)) => key,
         Some(Err(e)) => {
             session.printer.error(&format!("cannot send to {to}: {e}"));

@@ -59,7 +59,8 @@ pub(crate) enum Arrival {
     /// The key we already trust.
     Known,
     /// A name we know, with another key.
-    Changed { was: Fingerprint, now: Fingerprint },
+    /// A name we know, with another key; `verified`: the old one was verified.
+    Changed { was: Fingerprint, now: Fingerprint, verified: bool },
     /// Not a PEM key at all; the peer was not added.
     Unusable,
     /// A name that breaks the naming rules, or our own name (a lying
@@ -103,7 +104,11 @@ impl Peers {
             return Arrival::TooMany;
         }
         let look = skeleton(name);
-        if let Some(other) = self.skeletons.get(&look).filter(|other| *other != name) {
+        // (A name trusted already is never refused as a look-alike: two old
+        // names may share a skeleton.)
+        if self.known.get(name).is_none()
+            && let Some(other) = self.skeletons.get(&look).filter(|other| *other != name)
+        {
             return Arrival::InvalidName(format!("it looks like \"{}\"", visible(other)));
         }
         let Some(fingerprint) = Fingerprint::of_pem(&pem) else { return Arrival::Unusable };
@@ -123,17 +128,27 @@ impl Peers {
                 (Arrival::New(fingerprint), None)
             }
             Some(trusted) if trusted.fingerprint == fingerprint => (Arrival::Known, None),
-            Some(trusted) => (Arrival::Changed { was: trusted.fingerprint, now: fingerprint }, Some(trusted)),
+            Some(trusted) => {
+                let changed =
+                    Arrival::Changed { was: trusted.fingerprint, now: fingerprint, verified: trusted.verified };
+                (changed, Some(trusted))
+            }
         };
         self.entries.insert(name.to_string(), Entry { pem, fingerprint, parsed, replaced });
         self.skeletons.insert(look, name.to_string());
         arrival
     }
 
-    /// Forgets a peer. Its trusted key is kept, and so is its look: a
-    /// look-alike announced later is still refused.
-    pub(crate) fn remove(&mut self, name: &str) {
-        self.entries.remove(name);
+    /// Forgets a peer; false if it was not there (never added). Its trusted
+    /// key is kept, and so is its look: a look-alike announced later is
+    /// still refused.
+    pub(crate) fn remove(&mut self, name: &str) -> bool {
+        self.entries.remove(name).is_some()
+    }
+
+    /// The fingerprint of a connected peer's current key.
+    pub(crate) fn fingerprint(&self, name: &str) -> Option<Fingerprint> {
+        self.entries.get(name).map(|e| e.fingerprint)
     }
 
     /// Whether `name` is connected.
@@ -149,23 +164,31 @@ impl Peers {
     }
 
     /// Accepts a changed key without verifying it: it is trusted from now
-    /// on, unverified. A peer whose old key was verified must be verified
-    /// again instead ([`Peers::mark_verified`]); this does nothing for it.
-    pub(crate) fn accept_change(&mut self, name: &str) {
-        if let Some(entry) = self.entries.get_mut(name)
-            && entry.replaced.is_some_and(|was| !was.verified)
-        {
-            entry.replaced = None;
-            self.known.set(name, Trust { fingerprint: entry.fingerprint, verified: false });
+    /// on, unverified. Only the key the user was shown (`seen`) is accepted:
+    /// false if the peer has another by now, or left. A peer whose old key
+    /// was verified must be verified again instead ([`Peers::mark_verified`]).
+    pub(crate) fn accept_change(&mut self, name: &str, seen: Fingerprint) -> bool {
+        match self.entries.get_mut(name) {
+            Some(entry) if entry.fingerprint == seen && entry.replaced.is_some_and(|was| !was.verified) => {
+                entry.replaced = None;
+                self.known.set(name, Trust { fingerprint: seen, verified: false });
+                true
+            }
+            _ => false,
         }
     }
 
-    /// Marks a connected peer's current key verified (accepting it, if it
-    /// was a change): the user compared its fingerprint with its owner's.
-    pub(crate) fn mark_verified(&mut self, name: &str) {
-        if let Some(entry) = self.entries.get_mut(name) {
-            entry.replaced = None;
-            self.known.set(name, Trust { fingerprint: entry.fingerprint, verified: true });
+    /// Marks a connected peer's key `seen` verified (accepting it, if it was
+    /// a change): the user compared it with its owner's. False if the peer
+    /// has another key by now (it changed while they compared), or left.
+    pub(crate) fn mark_verified(&mut self, name: &str, seen: Fingerprint) -> bool {
+        match self.entries.get_mut(name) {
+            Some(entry) if entry.fingerprint == seen => {
+                entry.replaced = None;
+                self.known.set(name, Trust { fingerprint: seen, verified: true });
+                true
+            }
+            _ => false,
         }
     }
 
@@ -251,7 +274,10 @@ impl KnownPeers {
                 }
                 // What an interrupted append leaves: that name is simply met anew.
                 None if known.rewrite && number + 1 == lines => {}
-                None => return Err(format!("{}:{}: expected `name fingerprint`", path.display(), number + 1)),
+                None => {
+                    let expected = "expected `name fingerprint` or `name fingerprint verified`";
+                    return Err(format!("{}:{}: {expected}", path.display(), number + 1));
+                }
             }
         }
         Ok(known)
@@ -355,10 +381,11 @@ mod tests {
         // A later run remembers bob, and notices his new key.
         let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap(), "me");
         let arrival = peers.insert("bob smith", two.public_pem().into());
-        assert_eq!(arrival, Arrival::Changed { was: one.fingerprint(), now: two.fingerprint() });
+        assert_eq!(arrival, Arrival::Changed { was: one.fingerprint(), now: two.fingerprint(), verified: false });
         let was = Trust { fingerprint: one.fingerprint(), verified: false };
         assert_eq!(peers.unconfirmed_change("bob smith"), Some((was, two.fingerprint())));
-        peers.accept_change("bob smith");
+        assert!(!peers.accept_change("bob smith", one.fingerprint()), "only the key the user saw is accepted");
+        assert!(peers.accept_change("bob smith", two.fingerprint()));
         assert_eq!(peers.unconfirmed_change("bob smith"), None);
         peers.save_known().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("bob smith {}\n", two.fingerprint()));
@@ -395,7 +422,7 @@ mod tests {
         assert!(matches!(peers.insert("b", two.public_pem().into()), Arrival::Changed { .. }));
         peers.save_known().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), first_met_order, "an unaccepted change is not saved");
-        peers.accept_change("b");
+        peers.accept_change("b", two.fingerprint());
         peers.save_known().unwrap();
         let rewritten = [line("a", &one), line("b", &two), line("c", &one)].concat();
         assert_eq!(fs::read_to_string(&path).unwrap(), rewritten);
@@ -449,7 +476,8 @@ mod tests {
         let mut peers = Peers::new(KnownPeers::load(path.clone()).unwrap(), "me");
         peers.insert("bob smith", one.public_pem().into());
         peers.insert("carol", one.public_pem().into());
-        peers.mark_verified("bob smith");
+        assert!(peers.mark_verified("bob smith", one.fingerprint()));
+        assert!(!peers.mark_verified("carol", two.fingerprint()), "not the key carol has");
         peers.save_known().unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains(&format!("bob smith {} verified\n", one.fingerprint())), "{text}");
@@ -462,9 +490,10 @@ mod tests {
         let (was, _) = peers.unconfirmed_change("bob smith").unwrap();
         assert!(was.verified);
         assert!(!peers.list()[0].verified, "the new key is not the verified one");
-        peers.accept_change("bob smith");
+        assert!(!peers.accept_change("bob smith", two.fingerprint()));
         assert!(peers.unconfirmed_change("bob smith").is_some(), "a verified peer's change needs verifying");
-        peers.mark_verified("bob smith");
+        assert!(!peers.mark_verified("bob smith", one.fingerprint()), "the old key is not the one to verify");
+        assert!(peers.mark_verified("bob smith", two.fingerprint()));
         assert!(peers.unconfirmed_change("bob smith").is_none() && peers.list()[0].verified);
         peers.save_known().unwrap();
         let reloaded = KnownPeers::load(path).unwrap();

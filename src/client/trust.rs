@@ -39,22 +39,36 @@ pub(super) fn peers_flow(console: &mut Console, session: &Session) -> Flow {
     verify(console, session, peer)
 }
 
-/// `bob  3f2a 91c0 …`, with what the user knows of the key.
+/// `bob  3f2a 91c0 …`, with what the user knows of the key (a changed
+/// key's old fingerprint on a line of its own, so the two are not confused).
 fn describe(peer: &PeerView) -> String {
-    let state = match peer.replaced {
+    let (name, fingerprint) = (visible(&peer.name), peer.fingerprint);
+    match peer.replaced {
         Some(was) if was.verified => {
-            format!("  KEY CHANGED since you verified {}: nothing is sent until you verify again", was.fingerprint)
+            format!("{name}  {fingerprint}  KEY CHANGED\n      (was {}, which you verified)", was.fingerprint)
         }
-        Some(was) => format!("  KEY CHANGED, was {}: not accepted", was.fingerprint),
-        None if peer.verified => "  verified".to_string(),
-        None => String::new(),
-    };
-    format!("{}  {}{state}", visible(&peer.name), peer.fingerprint)
+        Some(was) => format!(
+            "{name}  {fingerprint}  KEY CHANGED\n      (was {}; the new one is not accepted yet)",
+            was.fingerprint
+        ),
+        None if peer.verified => format!("{name}  {fingerprint}  verified"),
+        None => format!("{name}  {fingerprint}"),
+    }
+}
+
+/// What the user answered about a fingerprint.
+enum Verdict {
+    /// It matches: verified.
+    Matches,
+    /// Accept the changed key as it is, without comparing.
+    Accept,
+    /// Anything else (it differs, or no answer): nothing changes.
+    Leave,
 }
 
 /// Asks the user to compare `peer`'s fingerprint with its owner's; a match
 /// marks it verified. A changed key that was never verified may instead be
-/// accepted as it is.
+/// accepted as it is — a choice of its own, never what "no" leads to.
 fn verify(console: &mut Console, session: &Session, peer: &PeerView) -> Flow {
     let name = visible(&peer.name);
     if peer.verified {
@@ -65,46 +79,55 @@ fn verify(console: &mut Console, session: &Session, peer: &PeerView) -> Flow {
         "Ask {name} to read out the \"Your fingerprint\" line of their client (option 4 shows it), and compare it, group by group, with:\n  {}",
         peer.fingerprint
     );
-    match ask_yes(console, "Does it match exactly? [y/N]: ") {
-        Some(true) => {
-            save(session, |peers| peers.mark_verified(&peer.name));
-            println!("{name} verified.");
+    let may_accept = peer.replaced.is_some_and(|was| !was.verified);
+    let prompt = if may_accept {
+        "Does it match exactly? [y: yes / a: accept it without comparing / N: no]: "
+    } else {
+        "Does it match exactly? [y/N]: "
+    };
+    let verdict = match console.ask(prompt) {
+        Answer::Line(answer) => match answer.trim() {
+            "y" | "Y" | "yes" => Verdict::Matches,
+            "a" | "A" if may_accept => Verdict::Accept,
+            _ => Verdict::Leave,
+        },
+        Answer::Interrupted => return Flow::Menu,
+        Answer::Eof => return Flow::Quit,
+    };
+    // Only the key the user was shown: if it changed (or its owner left)
+    // while they compared, nothing is marked.
+    let seen = peer.fingerprint;
+    let done = match verdict {
+        Verdict::Matches => {
+            save(session, |peers| peers.mark_verified(&peer.name, seen)).then(|| format!("{name} verified."))
+        }
+        Verdict::Accept => save(session, |peers| peers.accept_change(&peer.name, seen))
+            .then(|| format!("{name}'s new key accepted, not verified.")),
+        Verdict::Leave => {
+            println!(
+                "{name} not verified. If the fingerprints differ, someone else may be speaking for {name}: send nothing secret."
+            );
             return Flow::Menu;
         }
-        Some(false) => {}
-        None => return Flow::Quit,
-    }
-    if peer.replaced.is_some_and(|was| !was.verified) {
-        match ask_yes(console, &format!("Accept {name}'s new key without verifying it? [y/N]: ")) {
-            Some(true) => {
-                save(session, |peers| peers.accept_change(&peer.name));
-                println!("{name}'s new key accepted, not verified.");
-                return Flow::Menu;
-            }
-            Some(false) => {}
-            None => return Flow::Quit,
+    };
+    match done {
+        Some(done) => println!("{done}"),
+        None => {
+            println!("Nothing marked: {name}'s key changed, or {name} left, while you compared. Look again (option 4).")
         }
     }
-    println!(
-        "{name} not verified. If the fingerprints differ, someone else may be speaking for {name}: send nothing secret."
-    );
     Flow::Menu
 }
 
-/// `Some(true)` for y or yes, `Some(false)` for anything else, `None` at end of input.
-fn ask_yes(console: &mut Console, prompt: &str) -> Option<bool> {
-    match console.ask(prompt) {
-        Answer::Line(answer) => Some(matches!(answer.trim(), "y" | "Y" | "yes")),
-        Answer::Interrupted => Some(false),
-        Answer::Eof => None,
-    }
-}
-
-/// Changes the peers' trust with `change` and writes it to the known-peers file.
-fn save(session: &Session, change: impl FnOnce(&mut super::peers::Peers)) {
+/// Changes the peers' trust with `change` and writes it to the known-peers
+/// file; whether `change` did anything.
+fn save(session: &Session, change: impl FnOnce(&mut super::peers::Peers) -> bool) -> bool {
     let mut peers = session.peers();
-    change(&mut peers);
+    if !change(&mut peers) {
+        return false;
+    }
     if let Err(e) = peers.save_known() {
         session.printer.error(&e);
     }
+    true
 }

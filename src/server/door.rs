@@ -15,7 +15,9 @@
 //!   with `busy`. A lab behind NAT joins a few at a time, each join taking
 //!   a millisecond, and its queue keeps moving however long it is; a
 //!   classmate who holds the door with silent connections only delays their
-//!   own address, and never the acceptor, nor anyone else.
+//!   own address, and never the acceptor, nor anyone else. (Someone with
+//!   eight addresses — easy over IPv6, or with aliases on one machine —
+//!   still fills the 64 below: that is the limit of counting by address.)
 //! - **In all**, at most [`MAX_PENDING_JOINS`] wait at once. When that many
 //!   are waiting, the acceptor waits up to [`DOOR_WAIT`] for one of them to
 //!   finish before accepting more: a whole class connecting at once queues
@@ -84,6 +86,8 @@ pub(crate) enum Turn {
     Enter { stream: TcpStream, accepted: Instant, pending: PendingJoin },
     /// A connection queued for [`DOOR_WAIT`] while its queue did not move: turn it away with `busy`.
     Expired(TcpStream),
+    /// The server is shutting down: turn the queued connection away with `shutting_down`.
+    Closing(TcpStream),
 }
 
 impl Door {
@@ -154,8 +158,9 @@ impl Door {
                     return Some(Turn::Enter { stream: first.stream, accepted: first.accepted, pending });
                 }
                 Some((address, first, false)) => {
+                    let closing = state.closing;
                     state.forget_if_idle(address);
-                    return Some(Turn::Expired(first.stream));
+                    return Some(if closing { Turn::Closing(first.stream) } else { Turn::Expired(first.stream) });
                 }
                 None if state.closing => return None,
                 None => {}
@@ -282,7 +287,7 @@ mod tests {
         }
         assert!(matches!(door.next_turn(), Some(Turn::Expired(_))), "queued past the wait");
         door.close();
-        assert!(matches!(door.next_turn(), Some(Turn::Expired(_))), "turned away at close");
+        assert!(matches!(door.next_turn(), Some(Turn::Closing(_))), "turned away at close");
         assert!(door.next_turn().is_none());
     }
 }

@@ -99,9 +99,23 @@ impl Shutdown {
     }
 }
 
+/// Raises this process's open-file soft limit to the hard limit (often 1024
+/// → 524288): every client is a socket, and so is every connection queued
+/// at the door. Children inherit the raised limit.
+pub fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` is triggered, then tells every client,
 /// wakes every connection and waits for each to end, and returns.
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
+    raise_open_file_limit();
     let limit = config.max_clients + MAX_PENDING_JOINS;
     let frames = Arc::new(cache::FrameCache::new(config.cache_mb.saturating_mul(1024 * 1024)));
     let prepared = Arc::new(prepare::Prepared::new(config.store.clone(), i32::from(config.jpeg_quality)));
@@ -151,7 +165,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         }
     }
 
-    info!("shutting down: telling {} connection(s)", context.live.count());
+    info!("shutting down: telling {} connection(s) (and any queued at the door)", context.live.count());
     // In this order: handlers stop serving, the registry tells everyone (its
     // goodbye is the last thing queued for each client), then every handler
     // is woken and waited for.
@@ -201,6 +215,9 @@ fn start_door_keeper(context: &Arc<Context>) -> io::Result<thread::JoinHandle<()
             match turn {
                 door::Turn::Enter { stream, accepted, pending } => serve(&ctx, stream, accepted, pending),
                 door::Turn::Expired(stream) => refuse_at_door(stream, RefusalCode::Busy, BUSY.into()),
+                door::Turn::Closing(stream) => {
+                    refuse_at_door(stream, RefusalCode::ShuttingDown, "the server is shutting down".into())
+                }
             }
         }
     })

@@ -452,6 +452,24 @@ impl Process {
         line
     }
 
+    /// Like [`Process::wait_for`], but only for a line not seen yet (a prompt
+    /// that repeats, say).
+    pub fn wait_for_next(&mut self, which: Stream, text: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok((w, line)) => {
+                    let line = self.take((w, line));
+                    if w == which && line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no new {which:?} line containing {text:?}\nstdout: {:#?}\nstderr: {:#?}", self.stdout, self.stderr);
+    }
+
     /// Waits until a line of `which` contains `text`; returns that line.
     pub fn wait_for(&mut self, which: Stream, text: &str) -> String {
         let deadline = Instant::now() + TIMEOUT;
