@@ -472,23 +472,11 @@ impl Process {
 
     /// Waits until a line of `which` contains `text`; returns that line.
     pub fn wait_for(&mut self, which: Stream, text: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
         let seen = |lines: &Vec<String>| lines.iter().find(|l| l.contains(text)).cloned();
         if let Some(line) = seen(if which == Stream::Out { &self.stdout } else { &self.stderr }) {
             return line;
         }
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok((w, line)) => {
-                    let line = self.take((w, line));
-                    if w == which && line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no {which:?} line containing {text:?}\nstdout: {:#?}\nstderr: {:#?}", self.stdout, self.stderr);
+        self.wait_for_next(which, text)
     }
 
     /// Waits (bounded) for the process to exit and collects the rest of its output.
