@@ -24,9 +24,10 @@ BIN := target/release/ciphercast
 
 # Debian/Ubuntu packages: OpenCV, clang + libclang (opencv's binding
 # generator), pkg-config (how the opencv crate finds OpenCV); Xvfb and
-# x11-utils (xwininfo) for the test that opens a real video window; tmux
-# for `make demo`; tshark for the Wireshark dissector's test.
-APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils tmux tshark
+# x11-utils (xwininfo) and xdotool for the tests that open a real video
+# window and press its keys; tmux for `make demo`; tshark for the Wireshark
+# dissector's test.
+APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils xdotool tmux tshark
 BREW_PACKAGES := opencv llvm pkg-config tmux wireshark
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

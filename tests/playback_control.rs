@@ -12,7 +12,7 @@ use ciphercast::server::Config;
 use ciphercast::shared::frame::{Frame, FrameKind};
 use ciphercast::shared::message::{ClientMessage, ServerMessage, decode};
 use ciphercast::shared::video::{EndReason, FrameHeader, Pace, PlanPart, PlayState};
-use support::{TestClient, TestServer, clips_at, identity};
+use support::{Stream, TestClient, TestServer, clips_at, identity};
 
 /// What a viewer reads: a picture (its header and JPEG) or a control message.
 enum Item {
@@ -168,4 +168,52 @@ fn a_paused_stream_stops_at_once_and_commands_for_no_stream_get_an_error() {
         Item::Control(ServerMessage::Error { message }) => assert!(message.contains("no stream"), "{message}"),
         _ => panic!("expected an error"),
     }
+}
+
+/// The number after `key=` in a trace line.
+fn field(line: &str, key: &str) -> u32 {
+    let value = line.split(&format!("{key}=")).nth(1).and_then(|rest| rest.split_whitespace().next());
+    value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+#[test]
+fn the_headless_client_steers_from_piped_lines_and_keeps_the_others_for_the_menu() {
+    // 100 frames at 10 fps: time to pause, resume and seek 5 s (50 frames).
+    let server = TestServer::start(Config { videos: clips_at(10, &[240, 360]), ..Config::default() });
+    let address = server.addr.to_string();
+    let args = ["client", "--server", &address, "--name", "steerer", "--display", "none", "--trace", "--ephemeral"];
+    let mut viewer = support::Process::start(&args);
+    viewer.wait_for(Stream::Out, "online:");
+    viewer.type_text("2\nVideo_2\n");
+    viewer.wait_for(Stream::Err, "seq=3 ");
+
+    viewer.type_text("p\n");
+    let paused = viewer.wait_for_next(Stream::Err, "stream_state");
+    assert!(paused.contains("state=paused"), "{paused}");
+    let next = field(&paused, "next_frame");
+    let paused_at = viewer.stderr.len();
+    std::thread::sleep(Duration::from_secs(1));
+    viewer.type_text("p\n");
+    let resumed = viewer.wait_for_next(Stream::Err, "stream_state");
+    assert!(resumed.contains("state=playing") && field(&resumed, "next_frame") == next, "{resumed}");
+    let meanwhile = &viewer.stderr[paused_at..viewer.stderr.len() - 1];
+    assert!(!meanwhile.iter().any(|l| l.contains(" video ")), "frames arrived while paused: {meanwhile:#?}");
+    let first = viewer.wait_for_next(Stream::Err, " video ");
+    assert_eq!(field(&first, "seq"), next, "resumed from the frame the answer named");
+
+    // `>`: 5 s forward, from the frame the viewer is at.
+    viewer.type_text(">\n");
+    let seek = viewer.wait_for_next(Stream::Err, "seek stream=");
+    let target = field(&seek, "frame");
+    assert!(target >= next + 50, "{seek}");
+    let answer = viewer.wait_for_next(Stream::Err, "stream_state");
+    assert_eq!(field(&answer, "next_frame"), target, "{answer}");
+    assert_eq!(field(&viewer.wait_for_next(Stream::Err, " video "), "seq"), target);
+
+    // Not a playback command: it waits for the menu, which quits after the summary.
+    viewer.type_text("3\n");
+    let summary = support::Summary::parse(&viewer.wait_for(Stream::Out, "summary: video=Video_2"));
+    assert!(summary.received < summary.total, "the seek skipped frames: {}/{}", summary.received, summary.total);
+    viewer.wait_for(Stream::Out, "bye");
+    assert_eq!(viewer.finish(), 0);
 }

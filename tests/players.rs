@@ -90,6 +90,80 @@ fn the_terminal_player_draws_true_colour_half_blocks() {
 }
 
 #[test]
+fn the_window_player_pauses_resumes_and_seeks_with_keys() {
+    if !(have("xvfb-run") && have("xdotool")) {
+        return;
+    }
+    // 60 frames at 10 fps.
+    let server = TestServer::start(Config { videos: support::clips_at(6, &[24, 48]), ..Config::default() });
+    let client = format!(
+        "printf '2\\n2\\n' | '{}' client --server {} --name keys --display window --trace",
+        env!("CARGO_BIN_EXE_ciphercast"),
+        server.addr
+    );
+    // Press space, space and → in the window once it shows, a moment apart.
+    // (End of input does not end the playback: the client quits after it.)
+    let script = format!(
+        "{client} > \"$OUT\" 2>&1 & pid=$!\n\
+         for i in $(seq 1 300); do\n\
+           window=$(xdotool search --name 'ciphercast — Video_2' | head -1)\n\
+           [ -n \"$window\" ] && break\n\
+           sleep 0.02\n\
+         done\n\
+         for key in space space Right; do sleep 0.5; xdotool key --window \"$window\" $key; done\n\
+         wait $pid"
+    );
+    let out = std::env::temp_dir().join(format!("ciphercast-window-keys-{}.txt", std::process::id()));
+    let result = Command::new("timeout")
+        .args(["60", "xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "sh", "-c", &script])
+        .env("OUT", &out)
+        .env("XDG_CONFIG_HOME", support::fresh_config_dir())
+        .output()
+        .expect("run xvfb-run");
+    let output = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    let states: Vec<&str> = output.lines().filter(|l| l.contains("stream_state")).collect();
+    assert!(states.len() >= 3, "the keys were not answered:\n{output}\n{stderr}");
+    assert!(states[0].contains("state=paused") && states[1].contains("state=playing"), "{states:#?}");
+    assert!(output.contains("seek stream=1 frame="), "→ sent no seek:\n{output}");
+    assert!(output.contains("summary: video=Video_2"), "no summary:\n{output}");
+}
+
+#[test]
+fn the_terminal_player_pauses_resumes_and_seeks_with_keys() {
+    if !have("script") {
+        return;
+    }
+    // 50 frames at 10 fps.
+    let server = TestServer::start(Config { videos: support::clips_at(5, &[24, 48]), ..Config::default() });
+    let command = format!(
+        "'{}' client --server {} --name keys --display terminal --trace",
+        env!("CARGO_BIN_EXE_ciphercast"),
+        server.addr
+    );
+    // The trace goes to the same pseudo-terminal, a line per message.
+    let mut viewer = Process::start_command(Command::new("script").args(["-qfec", &command, "/dev/null"]));
+    viewer.wait_for(Stream::Out, "online: nobody else yet");
+    viewer.type_text("2\r");
+    viewer.wait_for(Stream::Out, "2. Video_2");
+    viewer.type_text("2\r");
+    viewer.wait_for(Stream::Out, "seq=2 ");
+    viewer.type_text(" ");
+    viewer.wait_for_next(Stream::Out, "state=paused");
+    viewer.type_text(" ");
+    viewer.wait_for_next(Stream::Out, "state=playing");
+    // → seeks 5 s forward: past the end here, so to the last frame.
+    viewer.type_text("\x1b[C");
+    viewer.wait_for_next(Stream::Out, "seek stream=1 frame=49");
+    viewer.wait_for_next(Stream::Out, "next_frame=49");
+    let summary = viewer.wait_for(Stream::Out, "summary: video=Video_2");
+    assert!(summary.contains("/50 "), "{summary}");
+    viewer.type_text("3\r");
+    assert_eq!(viewer.finish(), 0);
+}
+
+#[test]
 fn events_are_coloured_on_a_terminal_unless_no_color_is_set() {
     if !have("script") {
         return;

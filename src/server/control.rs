@@ -1,6 +1,7 @@
 //! Steering a stream: pause, resume and seek. The viewer's handler thread
-//! passes each command on; the streaming thread applies it between two
-//! frames, and answers with a `stream_state` saying where the stream stands.
+//! passes each command on ([`Playback`]); the streaming thread applies it
+//! between two frames ([`Control`]), and answers with a `stream_state`
+//! saying where the stream stands.
 //!
 //! A command takes effect on what is not sent yet: the pictures waiting in
 //! the pacer and in the viewer's video queue are dropped, so the first
@@ -9,12 +10,15 @@
 //! [`PAUSED_HOLD`] lets go of its files (another viewer may want the
 //! decoder, and the file may be replaced); it opens them again on resume.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
-use super::stream::VideoItem;
+use super::stream::Flags;
+use super::video_item::VideoItem;
 use crate::shared::message::{ServerMessage, encode};
 use crate::shared::video::PlayState;
 
@@ -36,6 +40,23 @@ pub(crate) enum Command {
     Seek(u32),
     /// Sent with the stop flag, to wake a paused stream.
     Stop,
+}
+
+/// A playback in progress, as its viewer's handler thread holds it: the
+/// streaming thread, the flag that stops it and the channel that steers it.
+pub(crate) struct Playback {
+    pub(crate) id: u32,
+    pub(crate) flags: Arc<Flags>,
+    pub(crate) commands: Sender<Command>,
+    pub(crate) thread: JoinHandle<()>,
+}
+
+impl Playback {
+    /// Flags the stream to stop, and wakes it if it is paused.
+    pub(crate) fn stop(&self) {
+        self.flags.stop.store(true, Ordering::Relaxed);
+        let _ = self.commands.try_send(Command::Stop);
+    }
 }
 
 /// The streaming thread's side of its controls.

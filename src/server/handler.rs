@@ -19,15 +19,13 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Instant;
-
-use crossbeam_channel::Sender;
 
 use log::{debug, error, info, warn};
 
 use super::context::Context;
-use super::control::{Command, MAX_WAITING_COMMANDS};
+use super::control::{Command, MAX_WAITING_COMMANDS, Playback};
 use super::door::PendingJoin;
 use super::library;
 use super::live::LiveEntry;
@@ -369,23 +367,6 @@ impl Handler {
             Some(name) => format!("{name} ({})", self.peer),
             None => self.peer.to_string(),
         }
-    }
-}
-
-/// A playback in progress: its streaming thread, the flag that stops it and
-/// the channel that steers it.
-struct Playback {
-    id: u32,
-    flags: Arc<Flags>,
-    commands: Sender<Command>,
-    thread: JoinHandle<()>,
-}
-
-impl Playback {
-    /// Flags the stream to stop, and wakes it if it is paused.
-    fn stop(&self) {
-        self.flags.stop.store(true, Ordering::Relaxed);
-        let _ = self.commands.try_send(Command::Stop);
     }
 }
 

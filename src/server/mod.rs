@@ -45,6 +45,7 @@ mod registry;
 mod sources;
 mod store;
 mod stream;
+mod video_item;
 mod writer;
 
 use std::io::{self, Write};

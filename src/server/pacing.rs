@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::control::Control;
-use super::stream::VideoItem;
+use super::video_item::VideoItem;
 use crate::shared::limits::LOOKAHEAD_FRAMES;
 use crate::shared::video::Pace;
 

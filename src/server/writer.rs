@@ -20,7 +20,7 @@ use log::debug;
 
 use super::hold::Hold;
 use super::outbox::{OutboxReceiver, Outgoing};
-use super::stream::VideoItem;
+use super::video_item::VideoItem;
 use crate::shared::connection::FrameWriter;
 use crate::shared::frame::FrameError;
 
@@ -130,7 +130,7 @@ mod tests {
     use super::*;
     use crate::server::outbox::Outbox;
     use crate::server::store::Slice;
-    use crate::server::stream::FrameHead;
+    use crate::server::video_item::FrameHead;
     use crate::shared::connection::FrameReader;
     use crate::shared::frame::{Frame, FrameKind};
     use crate::shared::limits::MAX_FRAME_LEN;
