@@ -23,6 +23,33 @@ fn have(tool: &str) -> bool {
     found
 }
 
+/// What a shell `script` run under Xvfb printed, and what it left in the
+/// file `$OUT` (the client's output), and xvfb-run's stderr.
+struct XvfbRun {
+    stdout: String,
+    client: String,
+    stderr: String,
+}
+
+fn under_xvfb(script: &str, tag: &str) -> XvfbRun {
+    let out = std::env::temp_dir().join(format!("ciphercast-{tag}-{}.txt", std::process::id()));
+    let result = Command::new("timeout")
+        .args(["60", "xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "sh", "-c", script])
+        .env("OUT", &out)
+        .env("XDG_CONFIG_HOME", support::fresh_config_dir())
+        .output()
+        .expect("run xvfb-run");
+    let client = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    // (xvfb-run's own exit status is not checked: it sometimes fails to
+    // remove its temporary directory after a perfectly good run.)
+    XvfbRun {
+        stdout: String::from_utf8_lossy(&result.stdout).into_owned(),
+        client,
+        stderr: String::from_utf8_lossy(&result.stderr).into_owned(),
+    }
+}
+
 #[test]
 fn the_window_player_shows_a_window_titled_with_the_current_resolution() {
     if !(have("xvfb-run") && have("xwininfo")) {
@@ -43,19 +70,7 @@ fn the_window_player_shows_a_window_titled_with_the_current_resolution() {
          done\n\
          wait $pid"
     );
-    let out = std::env::temp_dir().join(format!("ciphercast-window-{}.txt", std::process::id()));
-    let result = Command::new("timeout")
-        .args(["60", "xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "sh", "-c", &script])
-        .env("OUT", &out)
-        .env("XDG_CONFIG_HOME", support::fresh_config_dir())
-        .output()
-        .expect("run xvfb-run");
-    let titles = String::from_utf8_lossy(&result.stdout);
-    let client_output = std::fs::read_to_string(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
-    // (xvfb-run's own exit status is not checked: it sometimes fails to
-    // remove its temporary directory after a perfectly good run.)
-    let stderr = String::from_utf8_lossy(&result.stderr);
+    let XvfbRun { stdout: titles, client: client_output, stderr } = under_xvfb(&script, "window");
     assert!(
         ["24p", "48p", "96p"].iter().any(|r| titles.contains(&format!("ciphercast — Video_1 — {r}"))),
         "no window titled with a resolution; xwininfo saw: {titles:?}\nclient: {client_output}\nxvfb-run: {stderr}"
@@ -113,16 +128,7 @@ fn the_window_player_pauses_resumes_and_seeks_with_keys() {
          for key in space space Right; do sleep 0.5; xdotool key --window \"$window\" $key; done\n\
          wait $pid"
     );
-    let out = std::env::temp_dir().join(format!("ciphercast-window-keys-{}.txt", std::process::id()));
-    let result = Command::new("timeout")
-        .args(["60", "xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "sh", "-c", &script])
-        .env("OUT", &out)
-        .env("XDG_CONFIG_HOME", support::fresh_config_dir())
-        .output()
-        .expect("run xvfb-run");
-    let output = std::fs::read_to_string(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
-    let stderr = String::from_utf8_lossy(&result.stderr);
+    let XvfbRun { client: output, stderr, .. } = under_xvfb(&script, "window-keys");
     let states: Vec<&str> = output.lines().filter(|l| l.contains("stream_state")).collect();
     assert!(states.len() >= 3, "the keys were not answered:\n{output}\n{stderr}");
     assert!(states[0].contains("state=paused") && states[1].contains("state=playing"), "{states:#?}");

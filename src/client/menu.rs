@@ -7,6 +7,7 @@
 //! is never kept waiting for it.
 
 use super::console::{Answer, Console};
+use super::dialogue::{Flow, ask_choice};
 use super::display::Display;
 use super::inbox::Inbox;
 use super::player;
@@ -40,26 +41,6 @@ pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, displ
         if let Flow::Quit = flow {
             return;
         }
-    }
-}
-
-/// Where a sub-dialogue leaves the user.
-pub(super) enum Flow {
-    /// Back at the menu.
-    Menu,
-    /// Input ended: the client quits.
-    Quit,
-}
-
-/// Asks `prompt` for a name or a number, trimmed. `Err`: where the user
-/// goes instead: back to the menu on an empty line or Ctrl-C, out on end of
-/// input.
-pub(super) fn ask_choice(console: &mut Console, prompt: &str) -> Result<String, Flow> {
-    match console.ask(prompt) {
-        Answer::Line(line) if line.trim().is_empty() => Err(Flow::Menu),
-        Answer::Line(line) => Ok(line.trim().to_string()),
-        Answer::Interrupted => Err(Flow::Menu),
-        Answer::Eof => Err(Flow::Quit),
     }
 }
 

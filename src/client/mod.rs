@@ -16,6 +16,7 @@
 //! process leaves the terminal usable.
 
 mod console;
+mod dialogue;
 mod display;
 mod events;
 mod freshness;

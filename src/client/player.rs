@@ -279,11 +279,11 @@ struct Steering {
 impl Steering {
     /// Sends what `wish` asks of the stream, if it has started.
     fn apply(&mut self, session: &Session, wish: Wish) {
-        let Some(stream) = self.stream else { return };
+        // Nothing to steer before the start, nor once a stop is on its way.
+        let Some(stream) = self.stream.filter(|_| !self.stop_sent) else { return };
         let step = (SEEK_STEP_SECONDS * self.fps).round() as u32;
         let message = match wish {
             Wish::Continue => return,
-            Wish::Stop if self.stop_sent => return,
             Wish::Stop => {
                 self.stop_sent = request_stop(session, self.stream);
                 return;
@@ -302,9 +302,6 @@ impl Steering {
                 ClientMessage::Seek { stream, frame: self.current }
             }
         };
-        if self.stop_sent {
-            return;
-        }
         if let Err(e) = session.send(&message) {
             session.printer.error(&format!("cannot steer the stream: {e}"));
         }

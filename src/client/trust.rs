@@ -9,7 +9,7 @@
 //! everything sent to bob until the user compares again.
 
 use super::console::{Answer, Console};
-use super::menu::{Flow, ask_choice};
+use super::dialogue::{Flow, ask_choice};
 use super::peers::PeerView;
 use super::session::Session;
 use crate::shared::visible::visible;

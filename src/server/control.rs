@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
-use super::stream::Flags;
 use super::video_item::VideoItem;
 use crate::shared::message::{ServerMessage, encode};
 use crate::shared::video::PlayState;
@@ -40,6 +39,17 @@ pub(crate) enum Command {
     Seek(u32),
     /// Sent with the stop flag, to wake a paused stream.
     Stop,
+}
+
+/// Shared between a streaming thread and its handler (which also sends it
+/// [`Command`]s).
+#[derive(Default)]
+pub(crate) struct Flags {
+    /// Set by the handler: stop at the next frame.
+    pub(crate) stop: AtomicBool,
+    /// Set by the streaming thread just before it queues the stream's end, so
+    /// a client that has read the end may start the next playback at once.
+    pub(crate) ended: AtomicBool,
 }
 
 /// A playback in progress, as its viewer's handler thread holds it: the

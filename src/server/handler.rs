@@ -25,7 +25,7 @@ use std::time::Instant;
 use log::{debug, error, info, warn};
 
 use super::context::Context;
-use super::control::{Command, MAX_WAITING_COMMANDS, Playback};
+use super::control::{Command, Flags, MAX_WAITING_COMMANDS, Playback};
 use super::door::PendingJoin;
 use super::library;
 use super::live::LiveEntry;
@@ -33,7 +33,7 @@ use super::outbox::Outbox;
 use super::per_address::Place;
 use super::refusal::Refusal;
 use super::registry::RelayError;
-use super::stream::{self, Flags, Job, Queue};
+use super::stream::{self, Job, Queue};
 use super::writer;
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;

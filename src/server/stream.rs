@@ -16,7 +16,7 @@
 //! only its own stream; the handler thread keeps reading the viewer's chat.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{info, warn};
 
 use super::cache::{FrameCache, FrameKey};
-use super::control::{Command, Control, Steer};
+use super::control::{Command, Control, Flags, Steer};
 use super::decoder::{Decoder, Decoders, Encoder, FileInfo, FrameError, file_name};
 use super::library::{Resolution, Video};
 use super::pacing::Pacer;
@@ -33,17 +33,6 @@ use super::store::{Reader, Slice};
 use super::video_item::{VideoItem, frame_item};
 use crate::shared::message::{ServerMessage, encode};
 use crate::shared::video::{EndReason, Pace, PlanPart, plan_ranges};
-
-/// Shared between a streaming thread and its handler (which also sends it
-/// [`Command`]s).
-#[derive(Default)]
-pub(crate) struct Flags {
-    /// Set by the handler: stop at the next frame.
-    pub(crate) stop: AtomicBool,
-    /// Set by the streaming thread just before it queues the stream's end, so
-    /// a client that has read the end may start the next playback at once.
-    pub(crate) ended: AtomicBool,
-}
 
 /// One playback request.
 pub(crate) struct Job {
