@@ -10,7 +10,7 @@ use crate::server::RelayMode;
 use crate::shared::limits::{
     DEFAULT_CACHE_MB, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_CLIENTS, DEFAULT_PORT, MAX_MAX_CLIENTS,
 };
-use crate::shared::video::Pace;
+use crate::shared::video::{Pace, PlanKind};
 
 /// ciphercast: end-to-end encrypted chat through a relaying server, on blocking sockets.
 #[derive(Debug, Parser)]
@@ -124,6 +124,12 @@ pub struct ClientArgs {
     /// native: at the video's frame rate; none: as fast as the client reads.
     #[arg(long, value_enum, default_value_t = Pace::Native)]
     pub pace: Pace,
+    /// thirds: the assignment's plan; adaptive: each second's resolution follows what the link carries.
+    #[arg(long, value_enum, default_value_t = PlanKind::Thirds)]
+    pub plan: PlanKind,
+    /// Read at most N kbit/s (of 1000 bits) from the server, to show a slow link on one machine [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_kbps: Option<u32>,
     /// Print one line on stderr per frame sent or received (never message contents).
     #[arg(long)]
     pub trace: bool,

@@ -184,6 +184,8 @@ fn run_client(args: ClientArgs) -> ExitCode {
         },
         display: args.display,
         pace: args.pace,
+        plan: args.plan,
+        max_kbps: args.max_kbps,
         trace: args.trace,
     };
     ExitCode::from(client::run(config) as u8)

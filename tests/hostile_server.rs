@@ -173,11 +173,12 @@ fn the_client_holds_its_limits_against_a_server_that_pushes_past_them() {
     let videos = vec![VideoInfo { name: "bomb".into(), resolutions: vec!["240p".into()], prepared: None }];
     to_client.send(&ServerMessage::VideoList { videos }).unwrap();
     assert!(matches!(from_client.recv::<ClientMessage>().unwrap(), ClientMessage::Play { pace: Pace::Native, .. }));
-    // Its plan names 240p only, so a picture declaring 1920×1080 is refused too.
+    // Its plan names 240p only (and, like a server older than the adaptive
+    // plan, it lists no renditions), so a picture declaring 1920×1080 is refused too.
     let plan = vec![PlanPart { resolution: "240p".into(), first: 0, last: 1 }];
-    to_client
-        .send(&ServerMessage::StreamStart { stream: 1, video: "bomb".into(), fps: 30.0, frames: 2, plan })
-        .unwrap();
+    let start =
+        ServerMessage::StreamStart { stream: 1, video: "bomb".into(), fps: 30.0, frames: 2, plan, renditions: vec![] };
+    to_client.send(&start).unwrap();
     let jpeg_declaring = |width: u16, height: u16| {
         let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 17, 8];
         jpeg.extend_from_slice(&height.to_be_bytes());

@@ -32,7 +32,7 @@ fn read(client: &mut TestClient) -> Item {
 /// A viewer of `video`, after its stream's start: the stream id and the plan.
 fn viewer(server: &TestServer, name: &str, video: &str) -> (TestClient, u32, Vec<PlanPart>) {
     let (mut client, _) = TestClient::join(server.addr, name, identity(0));
-    client.send(&ClientMessage::Play { video: video.into(), pace: Pace::Native, start: None });
+    client.send(&ClientMessage::Play { video: video.into(), pace: Pace::Native, start: None, plan: None });
     for _ in 0..100 {
         if let Item::Control(ServerMessage::StreamStart { stream, plan, .. }) = read(&mut client) {
             return (client, stream, plan);

@@ -11,7 +11,7 @@ fn client_examples() -> Vec<ClientMessage> {
         ClientMessage::Send { envelope: envelope() },
         ClientMessage::Quit,
         ClientMessage::ListVideos,
-        ClientMessage::Play { video: "v".into(), pace: Pace::Native, start: None },
+        ClientMessage::Play { video: "v".into(), pace: Pace::Native, start: None, plan: None },
         ClientMessage::Stop { stream: 1 },
         ClientMessage::Pause { stream: 1 },
         ClientMessage::Resume { stream: 1 },
@@ -44,8 +44,21 @@ fn server_examples() -> Vec<ServerMessage> {
         ServerMessage::Goodbye,
         ServerMessage::ServerClosing { reason: "r".into() },
         ServerMessage::VideoList { videos: vec![] },
-        ServerMessage::StreamStart { stream: 1, video: "v".into(), fps: 30.0, frames: 1, plan: vec![] },
-        ServerMessage::StreamState { stream: 1, state: PlayState::Paused, next_frame: 150 },
+        ServerMessage::StreamStart {
+            stream: 1,
+            video: "v".into(),
+            fps: 30.0,
+            frames: 1,
+            plan: vec![],
+            renditions: vec!["240p".into()],
+        },
+        ServerMessage::StreamState {
+            stream: 1,
+            state: PlayState::Paused,
+            next_frame: 150,
+            resolution: None,
+            measured_kbps: None,
+        },
         ServerMessage::StreamEnd { stream: 1, reason: EndReason::Finished, frames: 1, total: Some(1), message: None },
     ];
     for message in &all {

@@ -75,7 +75,7 @@ struct Played {
 
 fn play(server: &TestServer, video: &str) -> Played {
     let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
-    viewer.send(&ClientMessage::Play { video: video.into(), pace: Pace::None, start: None });
+    viewer.send(&ClientMessage::Play { video: video.into(), pace: Pace::None, start: None, plan: None });
     let mut played = Played { fps: 0.0, announced: 0, frames: Vec::new(), end: ServerMessage::Goodbye };
     for _ in 0..10_000 {
         let frame = viewer.read_frame();

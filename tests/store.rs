@@ -60,7 +60,7 @@ struct Picture {
 
 /// One playback: each frame, and how it ended.
 fn play(client: &mut TestClient, video: &str, start: Option<u32>) -> (Vec<Picture>, ServerMessage) {
-    client.send(&ClientMessage::Play { video: video.into(), pace: Pace::None, start });
+    client.send(&ClientMessage::Play { video: video.into(), pace: Pace::None, start, plan: None });
     let mut frames = Vec::new();
     for _ in 0..10_000 {
         let frame = client.read_frame();

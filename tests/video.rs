@@ -30,7 +30,7 @@ struct Received {
 
 /// Asks for `video` and reads until the stream ends; frames are decoded to check their height.
 fn play(client: &mut TestClient, video: &str, pace: Pace) -> Received {
-    client.send(&ClientMessage::Play { video: video.into(), pace, start: None });
+    client.send(&ClientMessage::Play { video: video.into(), pace, start: None, plan: None });
     let started = Instant::now();
     let mut received = Received {
         start: None,
@@ -164,14 +164,14 @@ fn a_corrupt_file_ends_with_error_while_the_server_stays_up() {
 fn a_second_play_while_one_runs_is_refused_but_one_after_the_end_is_not() {
     let server = server_with(clips(20));
     let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
-    viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None });
+    viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None, plan: None });
     let first = match viewer.recv() {
         ServerMessage::StreamStart { stream, .. } => stream,
         other => panic!("expected a stream start, got {other:?}"),
     };
     // While stream 1 plays, a second play is answered with an error end of
     // its own; stream 1 goes on until it is stopped.
-    viewer.send(&ClientMessage::Play { video: "Video_2".into(), pace: Pace::Native, start: None });
+    viewer.send(&ClientMessage::Play { video: "Video_2".into(), pace: Pace::Native, start: None, plan: None });
     viewer.send(&ClientMessage::Stop { stream: first });
     let mut ends = Vec::new();
     while ends.len() < 2 {
@@ -197,7 +197,7 @@ fn shutdown_during_a_stream_tells_the_viewer_and_returns() {
     let (mut viewer, _) = TestClient::join(server.addr, "viewer", identity(0));
     let (mut chatter, _) = TestClient::join(server.addr, "chatter", identity(1));
     let mut pending = TestClient::connect(server.addr); // connected, never joins
-    viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None });
+    viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None, plan: None });
     next_video_frame(&mut viewer);
     // The viewer reads on, in its own thread, until its connection ends.
     let watching = std::thread::spawn(move || viewer.frames_until_closed(10_000));
@@ -244,7 +244,7 @@ fn stop_and_disconnect_mid_stream_end_the_streaming_thread() {
     let baseline = thread_count(pid);
 
     for round in 0..2 {
-        viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None });
+        viewer.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None, plan: None });
         let stream = match viewer.recv() {
             ServerMessage::StreamStart { stream, .. } => stream,
             other => panic!("expected a stream start, got {other:?}"),
@@ -370,7 +370,7 @@ fn a_viewer_that_stops_reading_slows_nobody_else() {
     // The stalled viewer asks for a video, takes its start and first
     // picture, and then reads nothing more: its socket buffers and its
     // video queue fill, and its streaming thread waits.
-    stalled.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::None, start: None });
+    stalled.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::None, start: None, plan: None });
     let stream = match stalled.recv_until("a stream start", |m| !matches!(m, ServerMessage::PeerJoined { .. })) {
         ServerMessage::StreamStart { stream, .. } => stream,
         other => panic!("expected a stream start, got {other:?}"),

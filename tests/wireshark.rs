@@ -103,7 +103,7 @@ fn the_dissector_decodes_a_recorded_exchange() {
     bob.recv_until("the message", |m| matches!(m, ServerMessage::Sealed { .. }));
     // At the clip's own pace (2 s), so that a seek lands while it plays:
     // after the first picture (24p), to frame 8 (48p, the second third).
-    bob.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None });
+    bob.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None, plan: None });
     let mut seek_sent = false;
     for _ in 0..10_000 {
         let frame = bob.read_frame();

@@ -153,7 +153,7 @@ fn chat_run(
             .collect::<Result<Vec<Envelope>, String>>()
     })?;
     for member in members.iter_mut().skip(senders).take(streams) {
-        member.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None })?;
+        member.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None, plan: None })?;
     }
     if streams > 0 {
         thread::sleep(Duration::from_millis(300));

@@ -108,7 +108,12 @@ fn step(keys: &Arc<Vec<Identity>>, videos: &Path, store: &Path, count: usize, pl
     let cpu_before = cpu_ms(server.pid());
     for (i, member) in members.iter_mut().enumerate() {
         let start = (i * (frames - window) / count) as u32;
-        member.send(&ClientMessage::Play { video: VIDEO.into(), pace: Pace::Native, start: Some(start) })?;
+        member.send(&ClientMessage::Play {
+            video: VIDEO.into(),
+            pace: Pace::Native,
+            start: Some(start),
+            plan: None,
+        })?;
     }
     thread::sleep(plan.prepared_window / 2);
     let rss_mib = rss_kib(server.pid()) / 1024.0;

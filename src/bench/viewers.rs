@@ -49,7 +49,7 @@ fn viewers_once(keys: &Arc<Vec<Identity>>, videos: &Path, count: usize, distinct
     let cpu_before = cpu_ms(server.pid());
     for (i, member) in members.iter_mut().enumerate() {
         let video = if distinct { format!("Cold_{:02}", i + 1) } else { "Video_1".into() };
-        member.send(&ClientMessage::Play { video, pace: Pace::Native, start: None })?;
+        member.send(&ClientMessage::Play { video, pace: Pace::Native, start: None, plan: None })?;
     }
     // Every frame the stream announced.
     let every_frame = |frames: &[Arrival], announced: u32| frames.len() == announced as usize && announced > 0;

@@ -11,7 +11,7 @@
 
 use std::fmt::Write;
 use std::io;
-use std::net::TcpStream;
+
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use super::inbox::{self, Inbox, Mailbox, Media, Picture};
 use super::peers::Arrival;
 use super::session::Session;
 use super::terminal;
+use super::throttle::Throttled;
 use crate::shared::connection::FrameReader;
 use crate::shared::crypto::{CryptoError, Identity, now_millis};
 use crate::shared::frame::{FrameError, FrameKind};
@@ -48,7 +49,7 @@ impl Reader {
 }
 
 /// Starts the reader thread on the socket's reading half.
-pub(crate) fn start(session: Arc<Session>, reader: FrameReader<TcpStream>) -> io::Result<Reader> {
+pub(crate) fn start(session: Arc<Session>, reader: FrameReader<Throttled>) -> io::Result<Reader> {
     let (media_sender, media) = inbox::inbox();
     let (finished_sender, finished) = crossbeam_channel::bounded(0);
     thread::Builder::new().name("reader".into()).spawn(move || {
@@ -60,7 +61,7 @@ pub(crate) fn start(session: Arc<Session>, reader: FrameReader<TcpStream>) -> io
 
 /// Reads until the connection ends. If it ends without our quit, the
 /// server is gone: say so and exit with status 1.
-fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Mailbox) {
+fn run(session: Arc<Session>, mut reader: FrameReader<Throttled>, media: Mailbox) {
     let ended = loop {
         let frame = match reader.next_frame() {
             Ok(frame) => frame,
@@ -85,11 +86,17 @@ fn run(session: Arc<Session>, mut reader: FrameReader<TcpStream>, media: Mailbox
                 break format!("the server closed: {}", visible_capped(&reason));
             }
             Ok(ServerMessage::VideoList { videos }) => forward(&session, &media, Media::List(videos)),
-            Ok(ServerMessage::StreamStart { stream, video, fps, frames, plan }) => {
-                let resolutions = plan.into_iter().map(|part| part.resolution).collect();
+            Ok(ServerMessage::StreamStart { stream, video, fps, frames, plan, renditions }) => {
+                let resolutions = match renditions.is_empty() {
+                    true => plan.into_iter().map(|part| part.resolution).collect(),
+                    false => renditions,
+                };
                 forward(&session, &media, Media::Start { stream, video, fps, frames, resolutions })
             }
-            Ok(ServerMessage::StreamState { stream, state, next_frame }) => {
+            // A switch of the adaptive plan changes nothing the player keeps:
+            // each frame's header names its resolution (and --trace shows it).
+            Ok(ServerMessage::StreamState { resolution: Some(_), .. }) => {}
+            Ok(ServerMessage::StreamState { stream, state, next_frame, .. }) => {
                 forward(&session, &media, Media::State { stream, state, next_frame })
             }
             Ok(ServerMessage::StreamEnd { stream, reason, total, message, .. }) => {

@@ -30,7 +30,7 @@ const INBOX_BYTES: usize = 64 << 20;
 pub(crate) enum Media {
     /// The library listing.
     List(Vec<VideoInfo>),
-    /// A stream begins; `resolutions` are those its plan names.
+    /// A stream begins; `resolutions` are those it may use.
     Start { stream: u32, video: String, fps: f64, frames: u32, resolutions: Vec<String> },
     /// One picture.
     Frame(Picture),

@@ -13,6 +13,7 @@ use super::console::{Answer, Console, Printer};
 use super::events::describe_arrival;
 use super::identity::{self, IdentitySource};
 use super::peers::{KnownPeers, Peers};
+use super::throttle::Throttled;
 use crate::shared::connection::{FrameReader, FrameWriter, RecvError};
 use crate::shared::crypto::Identity;
 use crate::shared::frame::FrameError;
@@ -38,7 +39,7 @@ pub(crate) struct Joined {
     /// The writing half, for the session.
     pub(crate) writer: FrameWriter<TcpStream>,
     /// The reading half, for the reader thread.
-    pub(crate) reader: FrameReader<TcpStream>,
+    pub(crate) reader: FrameReader<Throttled>,
     /// Everyone the welcome listed, with what their keys mean for trust.
     pub(crate) peers: Peers,
 }
@@ -52,7 +53,7 @@ pub(crate) fn join(
     server: &str,
     mut name: Option<String>,
     source: &IdentitySource,
-    trace: bool,
+    link: Link,
 ) -> Result<Joined, i32> {
     let printer = console.printer();
     // Asking again only makes sense when a person is typing the name.
@@ -91,7 +92,7 @@ pub(crate) fn join(
                     }
                 }
                 let Some((_, ours)) = &loaded else { return Err(1) };
-                match hello(server, &candidate, &ours.identity, trace) {
+                match hello(server, &candidate, &ours.identity, link) {
                     Ok(Reply::Welcome { writer, reader, peers }) => {
                         let Some((_, identity::Loaded { identity, known, seen })) = loaded.take() else {
                             return Err(1);
@@ -133,12 +134,21 @@ fn refusal_hint(code: RefusalCode, may_ask_again: bool) -> &'static str {
 
 /// The server's answer to a hello.
 enum Reply {
-    Welcome { writer: FrameWriter<TcpStream>, reader: FrameReader<TcpStream>, peers: Vec<Peer> },
+    Welcome { writer: FrameWriter<TcpStream>, reader: FrameReader<Throttled>, peers: Vec<Peer> },
     Refused(RefusalCode, String),
 }
 
+/// How the connection is made: traced or not, and how fast it may be read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Link {
+    /// `--trace`: a line on stderr per frame.
+    pub(crate) trace: bool,
+    /// `--max-kbps`: at most this many kbit/s read from the server.
+    pub(crate) max_kbps: Option<u32>,
+}
+
 /// Connects, says hello, and waits for the welcome or the refusal.
-fn hello(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<Reply, String> {
+fn hello(server: &str, name: &str, identity: &Identity, Link { trace, max_kbps }: Link) -> Result<Reply, String> {
     let unreachable = |e: &dyn std::fmt::Display| {
         format!(
             "cannot reach the server at {server}: {e}\n  Is it running? Start one with `make run-server` or `ciphercast server`, or point --server at it."
@@ -159,6 +169,7 @@ fn hello(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<R
     // session's writer the other, so reading never waits for writing.
     let read_half = stream.try_clone().map_err(|e| lost(&e))?;
     let _ = read_half.set_read_timeout(Some(REPLY_TIMEOUT));
+    let read_half = Throttled::new(read_half, max_kbps);
     let label = trace.then(|| server.to_string());
     let mut reader = FrameReader::with_buffer(read_half, MAX_FRAME_LEN, CLIENT_READ_BUFFER).traced(label.clone());
     let mut writer = FrameWriter::new(stream).traced(label);
@@ -168,7 +179,7 @@ fn hello(server: &str, name: &str, identity: &Identity, trace: bool) -> Result<R
     match reader.recv::<ServerMessage>() {
         Ok(ServerMessage::Welcome { peers, .. }) => {
             // Joined: from now on the reader waits as long as the session lasts.
-            let _ = reader.get_mut().set_read_timeout(None);
+            let _ = reader.get_mut().socket().set_read_timeout(None);
             Ok(Reply::Welcome { writer, reader, peers })
         }
         Ok(ServerMessage::Refused { code, reason }) => Ok(Reply::Refused(code, reason)),

@@ -8,17 +8,15 @@
 
 use super::console::{Answer, Console};
 use super::dialogue::{Flow, ask_choice};
-use super::display::Display;
 use super::inbox::Inbox;
-use super::player;
+use super::player::{self, Viewing};
 use super::session::Session;
 use super::trust;
 use crate::shared::message::ClientMessage;
-use crate::shared::video::Pace;
 use crate::shared::visible::{visible, visible_capped};
 
 /// The menu loop; returns when the user quits or input ends.
-pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, display: Display, pace: Pace) {
+pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, viewing: Viewing) {
     loop {
         println!(
             "1. Available clients / send a message\n2. Video playback\n3. Quit\n4. Peers: fingerprints, accept a changed key, mark verified"
@@ -29,7 +27,7 @@ pub(crate) fn run(console: &mut Console, session: &Session, media: &Inbox, displ
         };
         let flow = match choice.trim() {
             "1" => send_flow(console, session),
-            "2" => video_flow(console, session, media, display, pace),
+            "2" => video_flow(console, session, media, viewing),
             "3" => return,
             "4" => trust::peers_flow(console, session),
             "" => Flow::Menu,
@@ -132,7 +130,7 @@ fn send_flow(console: &mut Console, session: &Session) -> Flow {
 }
 
 /// Option 2: list the videos, ask which one, play it.
-fn video_flow(console: &mut Console, session: &Session, media: &Inbox, display: Display, pace: Pace) -> Flow {
+fn video_flow(console: &mut Console, session: &Session, media: &Inbox, viewing: Viewing) -> Flow {
     let Some(videos) = player::request_list(session, media) else {
         return Flow::Menu;
     };
@@ -156,7 +154,7 @@ fn video_flow(console: &mut Console, session: &Session, media: &Inbox, display: 
             None => println!("No video {}.", visible(&answer)),
         }
     };
-    player::play(session, media, console, &chosen, display.resolve(), pace);
+    player::play(session, media, console, &chosen, Viewing { display: viewing.display.resolve(), ..viewing });
     Flow::Menu
 }
 

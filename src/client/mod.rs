@@ -29,6 +29,7 @@ mod peers;
 mod player;
 mod session;
 mod terminal;
+mod throttle;
 mod trust;
 
 pub use display::Display;
@@ -41,7 +42,7 @@ use freshness::Freshness;
 use session::Session;
 
 use crate::shared::crypto::now_millis;
-use crate::shared::video::Pace;
+use crate::shared::video::{Pace, PlanKind};
 
 /// How the client was started.
 #[derive(Debug, Clone)]
@@ -57,6 +58,10 @@ pub struct Config {
     pub display: Display,
     /// How fast the server sends video.
     pub pace: Pace,
+    /// Which resolution each second of a video comes in.
+    pub plan: PlanKind,
+    /// Read at most this many kbit/s (of 1000 bits) from the server: a slow link.
+    pub max_kbps: Option<u32>,
     /// Print a line on stderr for every frame sent or received.
     pub trace: bool,
 }
@@ -66,7 +71,8 @@ pub struct Config {
 pub fn run(config: Config) -> i32 {
     let mut console = Console::new();
     let printer = console.printer();
-    let joined = match join::join(&mut console, &config.server, config.name, &config.identity, config.trace) {
+    let link = join::Link { trace: config.trace, max_kbps: config.max_kbps };
+    let joined = match join::join(&mut console, &config.server, config.name, &config.identity, link) {
         Ok(joined) => joined,
         Err(status) => return status,
     };
@@ -80,7 +86,8 @@ pub fn run(config: Config) -> i32 {
         }
     };
     session::handle_ctrl_c(&session);
-    menu::run(&mut console, &session, &reader.media, config.display, config.pace);
+    let viewing = player::Viewing { display: config.display, pace: config.pace, plan: config.plan };
+    menu::run(&mut console, &session, &reader.media, viewing);
     session.quit();
     // The reader thread ends when the server's goodbye arrives (or the
     // connection closes); it is given a moment for that, not forever.

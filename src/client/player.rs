@@ -27,7 +27,7 @@ use super::inbox::{Inbox, Media, Picture};
 use super::keys::SEEK_STEP_SECONDS;
 use super::session::Session;
 use crate::shared::message::{ClientMessage, VideoInfo};
-use crate::shared::video::{EndReason, FrameHeader, Pace, PlayState};
+use crate::shared::video::{EndReason, FrameHeader, Pace, PlanKind, PlayState};
 use crate::shared::visible::{visible, visible_capped};
 
 /// How long to wait for the server before giving up on a reply.
@@ -53,6 +53,14 @@ pub(crate) fn request_list(session: &Session, media: &Inbox) -> Option<Vec<Video
     reply
 }
 
+/// How videos are played: the client's options for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Viewing {
+    pub(crate) display: Display,
+    pub(crate) pace: Pace,
+    pub(crate) plan: PlanKind,
+}
+
 /// What the client measured of one playback, for the summary line.
 #[derive(Default)]
 struct Stats {
@@ -60,7 +68,12 @@ struct Stats {
     /// Frames in the video: announced at the start, corrected at the end.
     total: u32,
     received: u32,
-    resolutions: Vec<String>,
+    /// Each resolution in the order first seen, with its frames.
+    resolutions: Vec<(String, u32)>,
+    /// The summary counts frames per resolution, and names the last one.
+    adaptive: bool,
+    /// The resolution of the last frame received.
+    last_resolution: Option<String>,
     bytes: u64,
     late: u32,
     /// Frames received but never shown: a newer one had arrived before the
@@ -86,8 +99,12 @@ impl Stats {
         self.last = Some(arrived);
         self.received += 1;
         self.bytes += size as u64;
-        if !self.resolutions.contains(&header.resolution) {
-            self.resolutions.push(header.resolution.clone());
+        if self.last_resolution.as_ref() != Some(&header.resolution) {
+            self.last_resolution = Some(header.resolution.clone());
+        }
+        match self.resolutions.iter_mut().find(|(label, _)| *label == header.resolution) {
+            Some((_, count)) => *count += 1,
+            None => self.resolutions.push((header.resolution.clone(), 1)),
         }
         // Late: more than one frame interval after its presentation time.
         let due = first + Duration::from_micros(header.pts_micros.saturating_sub(first_pts)) + self.frame_interval;
@@ -118,8 +135,15 @@ impl Stats {
             }
             _ => 0.0,
         };
-        let resolutions: Vec<String> = self.resolutions.iter().map(|r| visible(r).into_owned()).collect();
-        format!(
+        let resolutions: Vec<String> = self
+            .resolutions
+            .iter()
+            .map(|(label, count)| match self.adaptive {
+                true => format!("{}:{count}", visible(label)),
+                false => visible(label).into_owned(),
+            })
+            .collect();
+        let mut summary = format!(
             "summary: video={} frames={}/{} resolutions={} fps={fps:.1} bytes={} late={} dropped={}",
             visible_capped(&self.video),
             self.received,
@@ -128,20 +152,29 @@ impl Stats {
             self.bytes,
             self.late,
             self.dropped
-        )
+        );
+        if self.adaptive
+            && let Some(last) = &self.last_resolution
+        {
+            summary.push_str(&format!(" last={}", visible(last)));
+        }
+        summary
     }
 }
 
 /// Plays `video` until the stream ends or is stopped; prints the summary.
 /// With `--display none`, piped stdin's lines `p`, `<`, `>`, `q` steer it.
-pub(crate) fn play(session: &Session, media: &Inbox, console: &mut Console, video: &str, display: Display, pace: Pace) {
+pub(crate) fn play(session: &Session, media: &Inbox, console: &mut Console, video: &str, viewing: Viewing) {
+    let Viewing { display, pace, plan } = viewing;
     session.mode.start_playing();
-    if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace, start: None }) {
+    if let Err(e) = session.send(&ClientMessage::Play { video: video.to_string(), pace, start: None, plan: Some(plan) })
+    {
         session.printer.error(&format!("cannot ask for the video: {e}"));
         session.mode.back_to_menu();
         return;
     }
-    let mut stats = Stats { video: video.to_string(), ..Stats::default() };
+    let adaptive = plan == PlanKind::Adaptive;
+    let mut stats = Stats { video: video.to_string(), adaptive, ..Stats::default() };
     let mut screen: Option<Box<dyn display::Screen>> = None;
     let mut steering = Steering::default();
     let mut limit = PictureLimit::default();

@@ -10,14 +10,16 @@
 //! [`PAUSED_HOLD`] lets go of its files (another viewer may want the
 //! decoder, and the file may be replaced); it opens them again on resume.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
 use super::video_item::VideoItem;
+use crate::shared::limits::VIDEO_QUEUE_FRAMES;
 use crate::shared::message::{ServerMessage, encode};
 use crate::shared::video::PlayState;
 
@@ -29,6 +31,11 @@ pub(crate) const MAX_WAITING_COMMANDS: usize = 16;
 
 /// How often a stream blocked on a full video queue looks at its stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// Pictures waiting in the viewer's queue, at a send, that say its link is
+/// not keeping up: half the queue. (Over a link that keeps up, the writer
+/// has taken each picture long before the next is due.)
+const FILLING: usize = VIDEO_QUEUE_FRAMES / 2;
 
 /// What a viewer asks of its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +85,10 @@ pub(crate) struct Control<'a> {
     /// what the writer has not taken yet when a command makes it stale.
     pub(crate) queue: Sender<VideoItem>,
     pub(crate) unsent: Receiver<VideoItem>,
+    /// Bytes of video the viewer's writer has got into the socket.
+    pub(crate) written: Arc<AtomicU64>,
+    /// Whether a send found the queue [`FILLING`] since [`Control::take_filled`].
+    pub(crate) filled: Cell<bool>,
 }
 
 /// Where the stream goes after its commands.
@@ -99,15 +110,10 @@ impl Control<'_> {
     }
 
     /// Applies every waiting command, answering each, and while paused waits
-    /// for more. `next` is the first frame not yet queued for the viewer
-    /// (`pacer_unsent`: the first the pacer still held), `last` the video's
-    /// last frame. `release` is called once when a pause has lasted
-    /// [`PAUSED_HOLD`].
-    pub(crate) fn steer(&self, next: u32, pacer_unsent: Option<u32>, last: u32, release: &mut dyn FnMut()) -> Steer {
-        let mut next = match self.take_back_unsent() {
-            Some(first) => first,
-            None => pacer_unsent.unwrap_or(next),
-        };
+    /// for more. `next` is the first frame not sent to the viewer (the
+    /// caller took back what was queued), `last` the video's last frame.
+    /// `release` is called once when a pause has lasted [`PAUSED_HOLD`].
+    pub(crate) fn steer(&self, mut next: u32, last: u32, release: &mut dyn FnMut()) -> Steer {
         let mut paused = false;
         let mut released = false;
         loop {
@@ -138,36 +144,66 @@ impl Control<'_> {
                 return Steer::Stop;
             }
             let state = if paused { PlayState::Paused } else { PlayState::Playing };
-            let answer = ServerMessage::StreamState { stream: self.stream, state, next_frame: next };
+            let answer = ServerMessage::StreamState {
+                stream: self.stream,
+                state,
+                next_frame: next,
+                resolution: None,
+                measured_kbps: None,
+            };
             if !encode(&answer).is_ok_and(|bytes| self.send(VideoItem::Control(bytes.into()))) {
                 return Steer::Stop;
             }
         }
     }
 
-    /// Takes back every picture still in the viewer's queue; the first one's
-    /// frame number, if any. Control messages there (the stream's start, an
-    /// earlier answer) go back in, in order.
-    fn take_back_unsent(&self) -> Option<u32> {
-        let mut first = None;
+    /// Bytes of video the writer has got into the socket so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Whether a send found the viewer's queue [`FILLING`] since the last call.
+    pub(crate) fn take_filled(&self) -> bool {
+        self.filled.replace(false)
+    }
+
+    /// Takes back every picture still in the viewer's queue, `last_queued`
+    /// being the last one put in: the frame to send again from (if any),
+    /// and how many were taken. Control messages there (the stream's
+    /// start, an earlier answer) go back in, in order.
+    ///
+    /// The writer takes from the same queue meanwhile, and what it takes it
+    /// sends. Only the unbroken run of pictures taken back up to the last
+    /// one queued may be sent again: a picture before a gap the writer made
+    /// would reach the viewer out of order, and one after it, twice.
+    pub(crate) fn take_back_queued(&self, last_queued: Option<u32>) -> (Option<u32>, u32) {
+        let (mut run, mut count) = (None::<(u32, u32)>, 0);
         let mut kept = Vec::new();
         while let Ok(item) = self.unsent.try_recv() {
             match item {
                 VideoItem::Frame { sequence, .. } => {
-                    first.get_or_insert(sequence);
+                    count += 1;
+                    run = match run {
+                        Some((first, last)) if last.checked_add(1) == Some(sequence) => Some((first, sequence)),
+                        _ => Some((sequence, sequence)),
+                    };
                 }
                 control @ VideoItem::Control(_) => kept.push(control),
             }
         }
+        let first = run.filter(|&(_, last)| Some(last) == last_queued).map(|(first, _)| first);
         for item in kept {
             self.send(item);
         }
-        first
+        (first, count)
     }
 
     /// Queues an item for the writer, waiting while the queue is full, but
     /// giving up when the stream is stopped or the viewer is gone.
     pub(crate) fn send(&self, mut item: VideoItem) -> bool {
+        if self.queue.len() >= FILLING {
+            self.filled.set(true);
+        }
         loop {
             match self.queue.send_timeout(item, STOP_CHECK) {
                 Ok(()) => return true,

@@ -18,12 +18,13 @@ use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Instant;
 
 use log::{debug, error, info, warn};
 
+use super::adaptive;
 use super::context::Context;
 use super::control::{Command, Flags, MAX_WAITING_COMMANDS, Playback};
 use super::door::PendingJoin;
@@ -44,7 +45,7 @@ use crate::shared::limits::{
 };
 use crate::shared::message::{ClientMessage, Envelope, LeaveReason, ServerMessage, VideoInfo};
 use crate::shared::names::validate_name;
-use crate::shared::video::{EndReason, Pace};
+use crate::shared::video::{EndReason, Pace, PlanKind};
 use crate::shared::visible::visible;
 
 /// Serves one connection until it ends. Runs on the connection's own thread.
@@ -67,13 +68,15 @@ pub(super) fn serve(
     let (outbox, receiver) = Outbox::new(live.id(), Arc::clone(&stream));
     let (video, video_receiver) = crossbeam_channel::bounded(VIDEO_QUEUE_FRAMES);
     let writer_video = video_receiver.clone();
+    let written = Arc::new(AtomicU64::new(0));
+    let writer_written = Arc::clone(&written);
 
     let writer_stream = Arc::clone(&stream);
     let trace_label = context.config.trace.then(|| peer.to_string());
     let writer = match thread::Builder::new()
         .name(format!("writer-{peer}"))
         .stack_size(CONNECTION_STACK_BYTES)
-        .spawn(move || writer::run(writer_stream, receiver, writer_video, trace_label))
+        .spawn(move || writer::run(writer_stream, receiver, writer_video, writer_written, trace_label))
     {
         Ok(handle) => handle,
         Err(e) => {
@@ -90,7 +93,7 @@ pub(super) fn serve(
     let mut handler = Handler {
         context,
         outbox,
-        video: Queue { sender: video, unsent: video_receiver },
+        video: Queue { sender: video, unsent: video_receiver, written },
         playing: None,
         last_stream: 0,
         reader,
@@ -175,7 +178,9 @@ impl Handler {
                     return LeaveReason::Quit;
                 }
                 Ok(ClientMessage::ListVideos) => self.handle_list_videos(),
-                Ok(ClientMessage::Play { video, pace, start }) => self.handle_play(video, pace, start.unwrap_or(0)),
+                Ok(ClientMessage::Play { video, pace, start, plan }) => {
+                    self.handle_play(video, pace, start.unwrap_or(0), plan.unwrap_or_default())
+                }
                 Ok(ClientMessage::Stop { stream }) => self.handle_stop(stream),
                 Ok(ClientMessage::Pause { stream }) => self.steer(stream, Command::Pause),
                 Ok(ClientMessage::Resume { stream }) => self.steer(stream, Command::Resume),
@@ -269,7 +274,7 @@ impl Handler {
 
     /// Starts a streaming thread for `name`. Every outcome is answered with
     /// a stream end, so the client never waits for nothing.
-    fn handle_play(&mut self, name: String, pace: Pace, start: u32) {
+    fn handle_play(&mut self, name: String, pace: Pace, start: u32, plan: PlanKind) {
         self.last_stream = self.last_stream.wrapping_add(1).max(1);
         let id = self.last_stream;
         let refuse = |handler: &Self, message: String| {
@@ -299,15 +304,19 @@ impl Handler {
             video,
             pace,
             start,
+            plan,
             jpeg_quality: i32::from(self.context.config.jpeg_quality),
             cache: Arc::clone(&self.context.frames),
             decoders: Arc::clone(&self.context.decoders),
             prepared: Arc::clone(&self.context.prepared),
         };
+        if plan == PlanKind::Adaptive {
+            adaptive::cap_send_buffer(&self.reader.get_mut().stream);
+        }
         let flags = Arc::new(Flags::default());
         let (queue, shared) = (self.video.clone(), Arc::clone(&flags));
         let (commands, received) = crossbeam_channel::bounded(MAX_WAITING_COMMANDS);
-        info!("{}: plays {name} (stream {id}, pace {pace:?})", self.describe());
+        info!("{}: plays {name} (stream {id}, pace {pace:?}, plan {plan:?})", self.describe());
         match thread::Builder::new()
             .name(format!("stream-{}-{id}", self.peer))
             .spawn(move || stream::run(job, queue, received, shared))

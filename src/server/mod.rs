@@ -24,6 +24,7 @@
 //! acceptor then tells every client and wakes every handler blocked in
 //! `read` by shutting its socket down ([`live`]).
 
+mod adaptive;
 mod cache;
 mod config;
 mod context;
@@ -39,6 +40,7 @@ mod live;
 mod outbox;
 mod pacing;
 mod per_address;
+mod plan;
 mod prepare;
 mod refusal;
 mod registry;

@@ -38,6 +38,8 @@ pub(crate) struct Pacer<'a> {
     ready: VecDeque<(Instant, u32, VideoItem)>,
     /// Pictures handed to the writer so far.
     pub(crate) sent: u32,
+    /// The frame number of the last picture handed to the writer.
+    last_queued: Option<u32>,
     /// The viewer's queue is gone (or the stream was stopped while sending).
     pub(crate) gone: bool,
 }
@@ -46,7 +48,7 @@ impl<'a> Pacer<'a> {
     /// Starts the clock: the first picture is due now.
     pub(crate) fn new(control: &'a Control<'a>, pace: Pace) -> Pacer<'a> {
         let ready = VecDeque::with_capacity(LOOKAHEAD_FRAMES + 1);
-        Pacer { control, pace, started: Instant::now(), origin: None, ready, sent: 0, gone: false }
+        Pacer { control, pace, started: Instant::now(), origin: None, ready, sent: 0, last_queued: None, gone: false }
     }
 
     /// Starts the clock again (after a pause or a seek): the next picture is
@@ -55,11 +57,22 @@ impl<'a> Pacer<'a> {
         (self.started, self.origin) = (Instant::now(), None);
     }
 
-    /// Drops the pictures waiting here; the first one's frame number, if any.
-    pub(crate) fn take_unsent(&mut self) -> Option<u32> {
-        let first = self.ready.front().map(|&(_, sequence, _)| sequence);
+    /// Takes back every picture the viewer has not been sent: the ones in
+    /// its video queue and the ones waiting here (with any message waiting
+    /// between them). The first one's frame number, if any.
+    pub(crate) fn take_back(&mut self) -> Option<u32> {
+        let (queued, count) = self.control.take_back_queued(self.last_queued);
+        self.sent = self.sent.saturating_sub(count);
+        let waiting = self.ready.iter().find(|(_, _, item)| item.is_frame()).map(|&(_, sequence, _)| sequence);
         self.ready.clear();
-        first
+        queued.or(waiting)
+    }
+
+    /// Queues a control message after the pictures waiting here: it goes to
+    /// the viewer just before the next picture taken.
+    pub(crate) fn announce(&mut self, item: VideoItem) {
+        let due = self.ready.back().map_or_else(Instant::now, |&(due, _, _)| due);
+        self.ready.push_back((due, 0, item));
     }
 
     /// Takes frame `sequence`, due `pts` after the first one's. Sends
@@ -99,11 +112,17 @@ impl<'a> Pacer<'a> {
             && (self.pace == Pace::None || *due <= Instant::now())
             && let Some((_, _, item)) = self.ready.pop_front()
         {
+            let frame = match &item {
+                VideoItem::Frame { sequence, .. } => Some(*sequence),
+                VideoItem::Control(_) => None,
+            };
             if !self.control.send(item) {
                 self.gone = true;
                 return false;
             }
-            self.sent += 1;
+            if frame.is_some() {
+                (self.sent, self.last_queued) = (self.sent + 1, frame);
+            }
         }
         !self.control.halted()
     }

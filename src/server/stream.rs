@@ -3,7 +3,8 @@
 //!
 //! Its whole job, frame after frame of the plan: take the picture, wait for
 //! its presentation time ([`Pacer`]), and queue it for the viewer's writer
-//! thread. The picture comes from the first of these that has it: the
+//! thread. The plan is the assignment's thirds, or [`Adaptive`]: asked
+//! before each frame, it may switch to another resolution. The picture comes from the first of these that has it: the
 //! prepared library on disk ([`store`](super::store): read, no OpenCV work),
 //! the shared [`FrameCache`] (another viewer encoded it a moment ago), or the
 //! file itself (decode, encode as JPEG). A frame that does not decode is
@@ -15,24 +16,27 @@
 //! writes only into its own viewer's small video queue, a slow viewer slows
 //! only its own stream; the handler thread keeps reading the viewer's chat.
 
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{info, warn};
 
+use super::adaptive::Adaptive;
 use super::cache::{FrameCache, FrameKey};
 use super::control::{Command, Control, Flags, Steer};
 use super::decoder::{Decoder, Decoders, Encoder, FileInfo, FrameError, file_name};
 use super::library::{Resolution, Video};
 use super::pacing::Pacer;
+use super::plan::{Plan, switch_state};
 use super::prepare::Prepared;
 use super::store::{Reader, Slice};
 use super::video_item::{VideoItem, frame_item};
 use crate::shared::message::{ServerMessage, encode};
-use crate::shared::video::{EndReason, Pace, PlanPart, plan_ranges};
+use crate::shared::video::{EndReason, Pace, PlanKind, PlanPart, plan_ranges};
 
 /// One playback request.
 pub(crate) struct Job {
@@ -44,6 +48,8 @@ pub(crate) struct Job {
     pub(crate) pace: Pace,
     /// The first frame to send.
     pub(crate) start: u32,
+    /// Which resolution each frame comes from.
+    pub(crate) plan: PlanKind,
     /// JPEG quality, 1–100.
     pub(crate) jpeg_quality: i32,
     /// Frames already encoded, shared by every viewer.
@@ -81,17 +87,26 @@ impl Ended {
 }
 
 /// The ends of a viewer's video queue a streaming thread holds: it sends
-/// into it, and takes back what a pause or a seek made stale.
+/// into it, and takes back what a pause, a seek or a step down made stale.
 #[derive(Clone)]
 pub(crate) struct Queue {
     pub(crate) sender: Sender<VideoItem>,
     pub(crate) unsent: Receiver<VideoItem>,
+    /// The writer's count of video bytes it got into the socket.
+    pub(crate) written: Arc<AtomicU64>,
 }
 
 /// Runs one playback to its end and queues the end message.
 pub(crate) fn run(job: Job, queue: Queue, commands: Receiver<Command>, flags: Arc<Flags>) {
-    let control =
-        Control { stream: job.id, stop: &flags.stop, commands, queue: queue.sender.clone(), unsent: queue.unsent };
+    let control = Control {
+        stream: job.id,
+        stop: &flags.stop,
+        commands,
+        queue: queue.sender.clone(),
+        unsent: queue.unsent,
+        written: queue.written,
+        filled: Cell::new(false),
+    };
     // A bug in decoding must end this stream with an error, not leave the
     // viewer (and the handler waiting for `ended`) hanging.
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream(&job, &control)))
@@ -113,14 +128,14 @@ pub(crate) fn run(job: Job, queue: Queue, commands: Receiver<Command>, flags: Ar
 
 fn stream(job: &Job, control: &Control) -> Ended {
     let mut sources = open_sources(job);
-    let Plan { start, fps, total, parts } = match plan(job, &sources) {
+    let Outline { start, fps, total, mut plan } = match outline(job, &sources, control.written()) {
         Ok(plan) => plan,
         Err(message) => return Ended::refused(message),
     };
     if job.start >= total {
         return Ended::failed(0, total, format!("{} has no frame {} (it has {total})", job.video.name, job.start));
     }
-    if let Err(message) = position(job, &sources, &parts, job.start) {
+    if let Err(message) = position(job, &sources, &plan.ranges(total), job.start) {
         return Ended::failed(0, total, message);
     }
     if !encode(&start).is_ok_and(|bytes| control.send(VideoItem::Control(bytes.into()))) {
@@ -138,18 +153,19 @@ fn stream(job: &Job, control: &Control) -> Ended {
         // A pause, resume or seek from the viewer: applied between frames.
         if control.halted() {
             damaged.end_run();
-            let unsent = pacer.take_unsent();
-            match control.steer(index, unsent, total - 1, &mut || sources.clear()) {
+            let next = pacer.take_back().unwrap_or(index);
+            match control.steer(next, total - 1, &mut || sources.clear()) {
                 Steer::Play(next) => index = next,
                 Steer::Stop => return Ended::stopped(pacer.sent, total),
             }
             if sources.is_empty() {
                 sources = open_sources(job);
             }
-            if let Err(message) = position(job, &sources, &parts, index) {
+            if let Err(message) = position(job, &sources, &plan.ranges(total), index) {
                 return Ended::failed(pacer.sent, total, message);
             }
             pacer.restart();
+            plan.restart(index, control);
             continue;
         }
         if index >= total {
@@ -158,12 +174,24 @@ fn stream(job: &Job, control: &Control) -> Ended {
             }
             continue;
         }
-        // The plan's part this frame is in: its resolution's file.
-        let Some(&(i, _, _)) = parts.iter().find(|&&(_, first, last)| (first..=last).contains(&index)) else { break };
+        // The adaptive plan may switch here; a step down takes back what
+        // was queued at the old resolution and sends it again at the new.
+        if let Some(switch) = plan.decide(index, control) {
+            if switch.down {
+                index = pacer.take_back().unwrap_or(index);
+            }
+            let state = switch_state(job.id, index, &sources[switch.to].label, switch.measured_kbps);
+            if let Ok(bytes) = encode(&state) {
+                pacer.announce(VideoItem::Control(bytes.into()));
+            }
+        }
+        // The resolution's file the plan takes this frame from.
+        let Some(i) = plan.source(index) else { break };
         let nominal = Duration::from_secs_f64(f64::from(index) / fps);
         match sources[i].picture(index, nominal, &mut encoder) {
             Ok((pts, picture)) => {
                 damaged.end_run();
+                plan.queued(picture.wire_len());
                 pacer.push(pts, index, picture);
             }
             Err(FrameError::Damaged) => damaged.skip(index),
@@ -229,20 +257,21 @@ fn position(job: &Job, sources: &[Source], parts: &[(usize, u32, u32)], from: u3
 }
 
 /// What a stream will send.
-struct Plan {
+struct Outline {
     /// The stream's start message.
     start: ServerMessage,
     /// Frames per second.
     fps: f64,
     /// Frames in the video (the plan covers them all).
     total: u32,
-    /// Each part of the plan: (source, first frame, last frame).
-    parts: Vec<(usize, u32, u32)>,
+    /// Which source each frame comes from.
+    plan: Plan,
 }
 
-/// The assignment's plan over the shortest file's frames, paced by the
-/// lowest resolution.
-fn plan(job: &Job, sources: &[Source]) -> Result<Plan, String> {
+/// The plan over the shortest file's frames, paced by the lowest
+/// resolution: the assignment's thirds, or adaptive from the lowest up;
+/// and the start message that announces it. `written` is the viewer's writer's byte count now.
+fn outline(job: &Job, sources: &[Source], written: u64) -> Result<Outline, String> {
     let mut infos = Vec::with_capacity(sources.len());
     for source in sources {
         infos.push(source.info()?);
@@ -253,10 +282,20 @@ fn plan(job: &Job, sources: &[Source]) -> Result<Plan, String> {
     if parts.is_empty() {
         return Err(format!("{} has no frames", job.video.name));
     }
-    let plan =
-        parts.iter().map(|&(i, first, last)| PlanPart { resolution: sources[i].label.clone(), first, last }).collect();
-    let start = ServerMessage::StreamStart { stream: job.id, video: job.video.name.clone(), fps, frames: total, plan };
-    Ok(Plan { start, fps, total, parts })
+    let renditions = sources.iter().map(|source| source.label.clone()).collect();
+    let (parts_sent, plan) = match job.plan {
+        PlanKind::Thirds => {
+            let label = |i: usize| sources[i].label.clone();
+            let sent = parts.iter().map(|&(i, first, last)| PlanPart { resolution: label(i), first, last }).collect();
+            (sent, Plan::Thirds(parts))
+        }
+        PlanKind::Adaptive => {
+            (Vec::new(), Plan::Adaptive(Adaptive::new(sources.len(), fps, job.start, Instant::now(), written)))
+        }
+    };
+    let video = job.video.name.clone();
+    let start = ServerMessage::StreamStart { stream: job.id, video, fps, frames: total, plan: parts_sent, renditions };
+    Ok(Outline { start, fps, total, plan })
 }
 
 /// One resolution's file as a stream sees it.

@@ -26,6 +26,20 @@ pub(crate) enum VideoItem {
     },
 }
 
+impl VideoItem {
+    pub(crate) fn is_frame(&self) -> bool {
+        matches!(self, VideoItem::Frame { .. })
+    }
+
+    /// Bytes it takes on the wire.
+    pub(crate) fn wire_len(&self) -> usize {
+        match self {
+            VideoItem::Control(bytes) => bytes.len(),
+            VideoItem::Frame { head, jpeg, .. } => head.len() + jpeg.len(),
+        }
+    }
+}
+
 /// The longest resolution label a frame carries here (the library's are
 /// `<height>p`, at most 11 bytes).
 const MAX_LABEL: usize = 32;

@@ -11,9 +11,13 @@
 //! every waiting chat message, join and leave, so chat never queues behind
 //! video. Traffic the client only watches go by may be held back for a
 //! moment in a burst ([`Hold`]), and then goes out together.
+//!
+//! It counts the bytes of video it gets into the socket: what the adaptive
+//! plan ([`super::adaptive`]) measures a viewer's link by.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, never, select};
 use log::debug;
@@ -26,9 +30,15 @@ use crate::shared::frame::FrameError;
 
 /// Runs until every sender of the outbox is gone and the queue is written,
 /// then closes the sending direction so the client reads a clean end of stream.
-pub(super) fn run(stream: Arc<TcpStream>, outbox: OutboxReceiver, video: Receiver<VideoItem>, trace: Option<String>) {
+pub(super) fn run(
+    stream: Arc<TcpStream>,
+    outbox: OutboxReceiver,
+    video: Receiver<VideoItem>,
+    written: Arc<AtomicU64>,
+    trace: Option<String>,
+) {
     let mut writer = FrameWriter::new(&*stream).traced(trace);
-    match write_all(&mut writer, &outbox, video, Hold::default()) {
+    match write_all(&mut writer, &outbox, video, &written, Hold::default()) {
         Ok(()) => {
             let _ = stream.shutdown(Shutdown::Write);
         }
@@ -45,6 +55,7 @@ fn write_all(
     writer: &mut FrameWriter<&TcpStream>,
     outbox: &OutboxReceiver,
     mut video: Receiver<VideoItem>,
+    written: &AtomicU64,
     mut hold: Hold,
 ) -> Result<(), FrameError> {
     let mut unflushed = false;
@@ -61,7 +72,7 @@ fn write_all(
         select! {
             recv(outbox.channel()) -> item => match item {
                 Ok(item) => {
-                    video = hold.wait_if_burst(&item, outbox, video, |frame| write_video(writer, frame))?;
+                    video = hold.wait_if_burst(&item, outbox, video, |frame| write_video(writer, frame, written))?;
                     write_item(writer, outbox, &mut hold, item)?;
                     unflushed = true;
                 }
@@ -72,7 +83,7 @@ fn write_all(
                 // Whatever control came meanwhile still goes before the picture.
                 Ok(item) => {
                     write_waiting(writer, outbox, &mut hold)?;
-                    write_video(writer, item)?;
+                    write_video(writer, item, written)?;
                 }
                 // No streaming thread holds the queue any more.
                 Err(_) => video = never(),
@@ -111,14 +122,18 @@ fn write_item(
 }
 
 /// Writes one video item and flushes: a picture goes out whole and at once.
-fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem) -> Result<(), FrameError> {
+/// Counts its bytes into `written` once they are in the socket.
+fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem, written: &AtomicU64) -> Result<(), FrameError> {
+    let bytes = item.wire_len() as u64;
     match item {
         VideoItem::Control(bytes) => {
             writer.write_encoded(&bytes)?;
-            writer.flush()
+            writer.flush()?;
         }
-        VideoItem::Frame { head, jpeg, .. } => writer.write_split(&head, &jpeg),
+        VideoItem::Frame { head, jpeg, .. } => writer.write_split(&head, &jpeg)?,
     }
+    written.fetch_add(bytes, Ordering::Relaxed);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -158,7 +173,7 @@ mod tests {
         let (video, video_rx) = crossbeam_channel::bounded(4);
         let writer = thread::spawn(move || {
             let mut writer = FrameWriter::new(&*server);
-            write_all(&mut writer, &receiver, video_rx, Hold::new(ENDLESS))
+            write_all(&mut writer, &receiver, video_rx, &AtomicU64::new(0), Hold::new(ENDLESS))
         });
         Harness { outbox, video, client: FrameReader::new(client, MAX_FRAME_LEN), writer }
     }

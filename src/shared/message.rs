@@ -14,7 +14,7 @@ use thiserror::Error;
 use super::frame::{Frame, FrameError, FrameKind, encode_frame};
 use super::limits::{MAX_CIPHERTEXT_BYTES, MAX_KEY_BITS};
 use super::names::validate_name;
-use super::video::{EndReason, Pace, PlanPart, PlayState};
+use super::video::{EndReason, Pace, PlanKind, PlanPart, PlayState};
 
 /// What a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +49,9 @@ pub enum ClientMessage {
         /// The first frame to send (the plan applies from there); 0 if left out.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         start: Option<u32>,
+        /// Which resolution each frame comes from; `thirds` if left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<PlanKind>,
     },
     /// Stop a stream early; it ends with reason `stopped`.
     Stop {
@@ -145,8 +148,13 @@ pub enum ServerMessage {
         fps: f64,
         /// Frames that will be sent.
         frames: u32,
-        /// Which frames come from which resolution.
+        /// Which frames come from which resolution (empty with the adaptive
+        /// plan, which decides as it goes).
         plan: Vec<PlanPart>,
+        /// The resolutions the stream may use, lowest first (left out by
+        /// servers older than the adaptive plan).
+        #[serde(default)]
+        renditions: Vec<String>,
     },
     /// The answer to a pause, resume or seek: where the stream stands. The
     /// next video frame of this stream has sequence number `next_frame`;
@@ -158,6 +166,14 @@ pub enum ServerMessage {
         state: PlayState,
         /// The sequence number of the next frame sent.
         next_frame: u32,
+        /// With the adaptive plan, announcing a switch: the resolution from
+        /// `next_frame` on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resolution: Option<String>,
+        /// With a switch: the bytes the server got into the viewer's socket
+        /// per second, lately, in kbit/s (of 1000 bits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        measured_kbps: Option<u32>,
     },
     /// A stream ended.
     StreamEnd {

@@ -132,6 +132,7 @@ fn control_summary(value: &Value) -> String {
             field("video", text(value, "video"));
             field("pace", text(value, "pace"));
             field("start", text(value, "start"));
+            field("plan", text(value, "plan"));
         }
         "stop" | "pause" | "resume" => field("stream", text(value, "stream")),
         "seek" => {
@@ -142,6 +143,8 @@ fn control_summary(value: &Value) -> String {
             field("stream", text(value, "stream"));
             field("state", text(value, "state"));
             field("next_frame", text(value, "next_frame"));
+            field("resolution", text(value, "resolution"));
+            field("measured_kbps", text(value, "measured_kbps"));
         }
         "stream_start" => {
             field("stream", text(value, "stream"));

@@ -77,6 +77,17 @@ pub enum Pace {
     None,
 }
 
+/// Which resolution each frame of a stream comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    /// The assignment's: the frames in equal parts, lowest resolution first.
+    #[default]
+    Thirds,
+    /// Each second's resolution follows what the viewer's link carries.
+    Adaptive,
+}
+
 /// Whether a stream is sending, as a `stream_state` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
