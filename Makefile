@@ -99,7 +99,7 @@ demo-script: deps
 	$(CARGO) test --release --test demo_script -- --nocapture
 
 run-client: build
-	$(BIN) client --server $(SERVER) --display $(DISPLAY_MODE) $(if $(NAME),--name "$(NAME)")
+	$(BIN) client --server $(SERVER) --display $(DISPLAY_MODE) $(if $(NAME),--name "$(NAME)") $(if $(PLAN),--plan $(PLAN)) $(if $(MAX_KBPS),--max-kbps $(MAX_KBPS))
 
 # Coverage-guided fuzzing of every decoder (fuzz/), seeded with tests/corpus/.
 # `-s none` needs no sanitizer runtime; RUSTC_BOOTSTRAP lets cargo-fuzz's

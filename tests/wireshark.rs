@@ -9,7 +9,7 @@ use std::process::Command;
 
 use ciphercast::server::Config;
 use ciphercast::shared::message::{ClientMessage, ServerMessage};
-use ciphercast::shared::video::Pace;
+use ciphercast::shared::video::{Pace, PlanKind};
 use support::{TestClient, TestServer, clips, identity, peer_key};
 
 /// A minimal pcap writer: raw IPv4 packets carrying TCP segments.
@@ -94,16 +94,24 @@ fn the_dissector_decodes_a_recorded_exchange() {
         return;
     }
     // A real exchange: two joins, a sealed message, a short video.
-    let server = TestServer::start(Config { videos: clips(2), ..Config::default() });
+    let server = TestServer::start(Config { videos: clips(5), ..Config::default() });
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     alice.recv_until("bob joined", |m| matches!(m, ServerMessage::PeerJoined { .. }));
     let envelope = identity(0).seal("alice", "bob", &peer_key(identity(1)), "not in the capture").unwrap();
     alice.send(&ClientMessage::Send { envelope });
     bob.recv_until("the message", |m| matches!(m, ServerMessage::Sealed { .. }));
-    // At the clip's own pace (2 s), so that a seek lands while it plays:
-    // after the first picture (24p), to frame 8 (48p, the second third).
-    bob.send(&ClientMessage::Play { video: "Video_1".into(), pace: Pace::Native, start: None, plan: None });
+    // With the adaptive plan, at the clip's own pace (5 s), so that a seek
+    // lands while it plays (after the first picture, to frame 8) and the
+    // plan climbs from 24p through 48p to 96p (two seconds after the seek
+    // each), every switch announced.
+    let play = ClientMessage::Play {
+        video: "Video_1".into(),
+        pace: Pace::Native,
+        start: None,
+        plan: Some(PlanKind::Adaptive),
+    };
+    bob.send(&play);
     let mut seek_sent = false;
     for _ in 0..10_000 {
         let frame = bob.read_frame();
@@ -126,8 +134,14 @@ fn the_dissector_decodes_a_recorded_exchange() {
     std::fs::write(&path, &pcap.bytes).unwrap();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/wireshark/ciphercast.lua");
-    let output = Command::new("tshark")
-        .args(["-r", path.to_str().unwrap(), "-X", &format!("lua_script:{script}"), "-Y", "ciphercast"])
+    let tshark = || {
+        let mut command = Command::new("tshark");
+        command.args(["-r", path.to_str().unwrap(), "-X", &format!("lua_script:{script}"), "-Y", "ciphercast"]);
+        command
+    };
+    let info = tshark().args(["-T", "fields", "-e", "_ws.col.Info"]).output().expect("run tshark");
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    let output = tshark()
         .args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"])
         .args([
             "-e",
@@ -165,6 +179,12 @@ fn the_dissector_decodes_a_recorded_exchange() {
     for resolution in ["24p", "48p", "96p"] {
         assert!(all.contains(&resolution), "no video frame at {resolution}:\n{fields}");
     }
-    assert!(all.contains(&"19"), "the last frame's sequence number is missing:\n{fields}");
+    assert!(all.contains(&"49"), "the last frame's sequence number is missing:\n{fields}");
+    // The info column tells the plan and each switch with its measured rate.
+    assert!(info.contains("play Video_1 plan adaptive"), "{info}");
+    assert!(info.contains("stream_state playing, next frame 8"), "the seek's answer:\n{info}");
+    for resolution in ["48p", "96p"] {
+        assert!(info.contains(&format!(" at {resolution} (measured ")), "no switch to {resolution}:\n{info}");
+    }
     assert!(!fields.contains("not in the capture"));
 }

@@ -213,3 +213,39 @@ impl Control<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::store::Slice;
+    use crate::server::video_item::FrameHead;
+
+    fn picture(sequence: u32) -> VideoItem {
+        VideoItem::Frame { sequence, head: FrameHead::new(), jpeg: Slice::from(Arc::<[u8]>::from(&[][..])) }
+    }
+
+    /// What is taken back when the viewer's queue holds `queued` and the
+    /// last picture put in was `last`.
+    fn take_back(queued: &[u32], last: u32) -> (Option<u32>, u32) {
+        let stop = AtomicBool::new(false);
+        let (queue, unsent) = crossbeam_channel::bounded(8);
+        let (_commands, commands) = crossbeam_channel::bounded(1);
+        let written = Arc::new(AtomicU64::new(0));
+        let control = Control { stream: 1, stop: &stop, commands, queue, unsent, written, filled: Cell::new(false) };
+        for &sequence in queued {
+            control.send(picture(sequence));
+        }
+        control.take_back_queued(Some(last))
+    }
+
+    #[test]
+    fn only_the_unbroken_run_up_to_the_last_picture_queued_is_sent_again() {
+        assert_eq!(take_back(&[74, 75, 76], 76), (Some(74), 3));
+        // The writer took 75 while the stream took 74: sending again from 74
+        // would send 75 twice; 74 is lost instead (it is not counted as sent).
+        assert_eq!(take_back(&[74, 76], 76), (Some(76), 2));
+        // The writer took the last one: nothing is sent again.
+        assert_eq!(take_back(&[74, 75], 76), (None, 2));
+        assert_eq!(take_back(&[], 76), (None, 0));
+    }
+}

@@ -563,6 +563,8 @@ pub struct Summary {
     pub fps: f64,
     pub bytes: u64,
     pub late: u32,
+    /// With the adaptive plan: the last frame's resolution.
+    pub last: Option<String>,
 }
 
 impl Summary {
@@ -592,6 +594,7 @@ impl Summary {
             fps: fps.parse().unwrap_or_else(|e| panic!("fps in {line:?}: {e}")),
             bytes: number("bytes"),
             late: u32::try_from(number("late")).unwrap(),
+            last: keys.contains(&"last").then(|| value("last").to_string()),
         }
     }
 }

@@ -72,6 +72,11 @@ local function dissect_frame(tvb, pinfo, tree)
         if frame then summary = summary .. " to frame " .. frame end
         if state then summary = summary .. " " .. state end
         if next_frame then summary = summary .. ", next frame " .. next_frame end
+        -- The adaptive plan: a play asking for it, and each switch it makes.
+        local plan, resolution, kbps = field(text, "plan"), field(text, "resolution"), number(text, "measured_kbps")
+        if plan then summary = summary .. " plan " .. plan end
+        if resolution then summary = summary .. " at " .. resolution end
+        if kbps then summary = summary .. " (measured " .. kbps .. " kbit/s)" end
         json:call(payload:tvb(), pinfo, item)
     elseif kind == 1 and length >= 18 then
         local label_length = tvb(HEADER + 16, 1):uint()
