@@ -64,6 +64,8 @@ pub enum BenchPhase {
     Chat,
     /// Concurrent real-time viewers.
     Viewers,
+    /// The adaptive plan, unthrottled and on a 12 Mbit/s link.
+    Adaptive,
 }
 
 /// Options of `ciphercast server`.

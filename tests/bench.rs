@@ -17,7 +17,7 @@ fn the_quick_bench_completes_and_writes_every_figure() {
     assert_eq!(bench.finish(), 0, "bench failed:\n{:#?}", bench.stderr);
     let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
     let results: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let paths: [&[&str]; 26] = [
+    let paths: [&[&str]; 28] = [
         &["machine", "cores"],
         &["machine", "model"],
         &["join", "clients"],
@@ -44,6 +44,8 @@ fn the_quick_bench_completes_and_writes_every_figure() {
         &["viewers", "cold_frame_ms", "decode"],
         &["viewers", "cold_frame_ms", "encode"],
         &["server", "rss_kib_per_idle_client"],
+        &["adaptive", "unthrottled", "late_percent_median"],
+        &["adaptive", "max_kbps_12000", "late_percent_median"],
     ];
     for path in paths {
         let value = path.iter().fold(&results, |v, key| &v[*key]);
@@ -56,6 +58,14 @@ fn the_quick_bench_completes_and_writes_every_figure() {
     assert_eq!(concurrent["senders"], 4);
     assert_eq!(concurrent["messages"], 4 * 20, "every message of every sender arrived");
     assert!(results["join"]["bytes_per_join_at"]["10"].as_f64().unwrap() > 0.0);
+    // The real client watched adaptively, and said where it ended (the
+    // quick video is too short to reach the top: 3 s, a step every 2).
+    for kind in ["unthrottled", "max_kbps_12000"] {
+        let runs = results["adaptive"][kind]["runs"].as_array().expect("adaptive runs");
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0]["frames"], 90, "every frame of the 3 s video at 30 fps");
+        assert_eq!(runs[0]["last"], "48p", "{kind}: 24p, then 48p after two calm seconds");
+    }
     let table = bench.stdout.join("\n");
     assert!(table.contains("viewers of one video in real time"), "{table}");
     assert!(table.contains("chat p50 / p99, 4 senders"), "{table}");

@@ -19,11 +19,13 @@
 //! senders at once; the cost of sealing and opening), and concurrent
 //! real-time viewers ([`viewers`]: one video, and distinct cold videos;
 //! [`prepared`]: how fast a video is prepared, and viewers of a prepared
-//! video each at its own position).
+//! video each at its own position), and the adaptive plan ([`adaptive`]: the
+//! real client, unthrottled and at `--max-kbps 12000`).
 //! Results go to `target/bench/results.json`, and [`report`] prints the
 //! table. `--quick` runs small counts and checks outcomes only; it runs
 //! inside `make test`.
 
+mod adaptive;
 mod chat;
 mod clients;
 mod join;
@@ -86,7 +88,7 @@ pub(crate) fn run(options: Options) -> Result<PathBuf, String> {
 
     let wanted = |phase: BenchPhase| options.only.is_none_or(|only| only == phase);
     let (mut join, mut server_memory, mut chat, mut viewers) = (Value::Null, Value::Null, Value::Null, Value::Null);
-    let mut prepare = Value::Null;
+    let (mut prepare, mut adaptive) = (Value::Null, Value::Null);
     if wanted(BenchPhase::Join) {
         eprintln!("bench: joins");
         (join, server_memory) = join::bench_joins(&plan, &keys, &videos)?;
@@ -106,6 +108,11 @@ pub(crate) fn run(options: Options) -> Result<PathBuf, String> {
         }
     }
 
+    if wanted(BenchPhase::Adaptive) {
+        eprintln!("bench: adaptive plan");
+        adaptive = adaptive::bench_adaptive(&plan, &keys, &dir)?;
+    }
+
     let results = json!({
         "machine": machine(),
         "quick": options.quick,
@@ -113,6 +120,7 @@ pub(crate) fn run(options: Options) -> Result<PathBuf, String> {
         "chat": chat,
         "viewers": viewers,
         "prepare": prepare,
+        "adaptive": adaptive,
         "server": server_memory,
     });
     report::print_table(&results);
@@ -147,6 +155,17 @@ fn prepare_videos(dir: &Path, plan: &Plan) -> Result<PathBuf, String> {
         }
     }
     Ok(videos)
+}
+
+/// Generates the demo videos (30 fps) into `out`, unless its file `marker`
+/// is there from an earlier bench; the files made (none if it was there).
+fn generate_once(out: &Path, seconds: f64, heights: &[u32], marker: &str, what: &str) -> Result<Vec<PathBuf>, String> {
+    if out.join(marker).exists() {
+        return Ok(Vec::new());
+    }
+    eprintln!("bench: generating the {seconds} s videos for {what}");
+    let spec = videos::Spec { out: out.to_path_buf(), seconds, fps: 30.0, heights: heights.to_vec() };
+    videos::generate(&spec).map_err(|e| e.to_string())
 }
 
 /// The machine the figures belong to: its core count and CPU model.

@@ -31,6 +31,9 @@ pub(super) struct Plan {
     pub(super) heights: Vec<u32>,
     /// Keys generated once and shared by every synthetic client.
     pub(super) key_pool: usize,
+    /// Length of the adaptive phase's video, and its runs of each kind.
+    pub(super) adaptive_video_seconds: f64,
+    pub(super) adaptive_runs: usize,
 }
 
 impl Plan {
@@ -50,6 +53,8 @@ impl Plan {
                 prepared_window: std::time::Duration::from_secs(1),
                 heights: vec![24, 48, 96],
                 key_pool: 2,
+                adaptive_video_seconds: 3.0,
+                adaptive_runs: 1,
             }
         } else {
             Plan {
@@ -66,6 +71,8 @@ impl Plan {
                 prepared_window: std::time::Duration::from_secs(10),
                 heights: vec![240, 720, 1440],
                 key_pool: 8,
+                adaptive_video_seconds: 10.0,
+                adaptive_runs: 3,
             }
         }
     }

@@ -22,9 +22,9 @@ use serde_json::{Value, json};
 use ciphercast::shared::crypto::Identity;
 use ciphercast::shared::message::ClientMessage;
 use ciphercast::shared::video::Pace;
-use ciphercast::videos;
 
 use super::clients::{Arrival, Member, Report, Tally};
+use super::generate_once;
 use super::plan::Plan;
 use super::server_process::{ServerProcess, cpu_ms, rss_kib};
 use super::viewers::watch;
@@ -35,18 +35,8 @@ const VIDEO: &str = "Video_1";
 /// Generates the phase's video (once) in `dir/prepared-<seconds>s`, alone in its directory.
 fn make_video(dir: &Path, plan: &Plan) -> Result<PathBuf, String> {
     let videos = dir.join(format!("prepared-{}s", plan.prepared_video_seconds));
-    let last = videos.join(format!("{VIDEO}_{}p.mp4", plan.heights[plan.heights.len() - 1]));
-    if last.exists() {
-        return Ok(videos);
-    }
-    eprintln!("bench: generating the {} s video for the prepared phase", plan.prepared_video_seconds);
-    let spec = videos::Spec {
-        out: videos.clone(),
-        seconds: plan.prepared_video_seconds,
-        fps: 30.0,
-        heights: plan.heights.clone(),
-    };
-    for file in videos::generate(&spec).map_err(|e| e.to_string())? {
+    let last = format!("{VIDEO}_{}p.mp4", plan.heights[plan.heights.len() - 1]);
+    for file in generate_once(&videos, plan.prepared_video_seconds, &plan.heights, &last, "the prepared phase")? {
         // The generator makes two videos; the phase measures one.
         if !file.file_name().is_some_and(|n| n.to_string_lossy().starts_with(VIDEO)) {
             fs::remove_file(&file).map_err(|e| e.to_string())?;
@@ -61,15 +51,19 @@ fn server(videos: &Path, store: &Path, max_clients: usize) -> Result<ServerProce
     ServerProcess::start_with(videos, max_clients, &["--cache-mb", "0", "--store", &store])
 }
 
-/// Waits until the server lists the video as prepared; returns how long that took.
-fn wait_prepared(member: &mut Member, reports: &crossbeam_channel::Receiver<Report>) -> Result<Duration, String> {
+/// Waits until the server lists `video` as prepared; returns how long that took.
+pub(super) fn wait_prepared(
+    member: &mut Member,
+    reports: &crossbeam_channel::Receiver<Report>,
+    video: &str,
+) -> Result<Duration, String> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(1800) {
         member.send(&ClientMessage::ListVideos)?;
         loop {
             match reports.recv_timeout(Duration::from_secs(10)) {
                 Ok(Report::List(videos)) => {
-                    if videos.iter().any(|v| v.name == VIDEO && v.prepared == Some(1.0)) {
+                    if videos.iter().any(|v| v.name == video && v.prepared == Some(1.0)) {
                         return Ok(started.elapsed());
                     }
                     break;
@@ -80,7 +74,7 @@ fn wait_prepared(member: &mut Member, reports: &crossbeam_channel::Receiver<Repo
         }
         thread::sleep(Duration::from_millis(200));
     }
-    Err(format!("{VIDEO} was not prepared within 30 minutes"))
+    Err(format!("{video} was not prepared within 30 minutes"))
 }
 
 /// The outcome of one step.
@@ -101,7 +95,7 @@ fn step(keys: &Arc<Vec<Identity>>, videos: &Path, store: &Path, count: usize, pl
         members.push(Member::join(server.address, format!("p{i}"), &keys[i % keys.len()], tally.clone())?);
     }
     drop(tally);
-    wait_prepared(&mut members[0], &reports)?;
+    wait_prepared(&mut members[0], &reports, VIDEO)?;
     let frames = (plan.prepared_video_seconds * 30.0) as usize;
     let window = (plan.prepared_window.as_secs_f64() * 30.0) as usize;
     thread::sleep(Duration::from_millis(200 + count as u64));
@@ -148,7 +142,7 @@ pub(super) fn bench_prepared(plan: &Plan, keys: &Arc<Vec<Identity>>, dir: &Path)
         let server = server(&videos, &store, 4)?;
         let (tally, reports) = Tally::new(usize::MAX);
         let mut member = Member::join(server.address, "timer".into(), &keys[0], tally)?;
-        let took = wait_prepared(&mut member, &reports)?;
+        let took = wait_prepared(&mut member, &reports, VIDEO)?;
         drop(member);
         took.as_secs_f64()
     };

@@ -81,6 +81,14 @@ pub(super) fn print_table(results: &Value) {
             several(&["viewers", "cold_frame_ms"], &["decode", "encode"]),
         ),
         ("server memory KiB per idle client".into(), get(&["server", "rss_kib_per_idle_client"])),
+        (
+            "adaptive, unthrottled: seconds to the top / last".into(),
+            several(&["adaptive", "unthrottled"], &["seconds_to_top_median", "last"]),
+        ),
+        (
+            "adaptive at 12 Mbit/s: late % / last".into(),
+            several(&["adaptive", "max_kbps_12000"], &["late_percent_median", "last"]),
+        ),
     ];
     println!("{:<50} value", "measure");
     for (name, value) in rows {
