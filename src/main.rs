@@ -123,6 +123,17 @@ fn run_ladder(args: VideosArgs) -> ExitCode {
     }
 }
 
+/// The web page's listener, and its token when it is bound beyond this
+/// machine's own 127.0.0.1 (or ::1).
+fn web_options(address: &str) -> Result<(TcpListener, Option<String>), String> {
+    let listener = TcpListener::bind(address).map_err(|e| format!("cannot serve the web page on {address}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let private = matches!(local.ip(), std::net::IpAddr::V4(ip) if ip == std::net::Ipv4Addr::LOCALHOST)
+        || local.ip() == std::net::Ipv6Addr::LOCALHOST;
+    let token = (!private).then(|| format!("{:032x}", rand::random::<u128>()));
+    Ok((listener, token))
+}
+
 fn run_server(args: ServerArgs) -> ExitCode {
     let address = format!("{}:{}", args.bind, args.port);
     let listener = match TcpListener::bind(&address) {
@@ -154,7 +165,20 @@ fn run_server(args: ServerArgs) -> ExitCode {
         Some(dir) => Some(dir.to_path_buf()),
         None => Some(args.videos.join(".ciphercast")),
     };
+    let web = match args.web.as_deref().map(web_options) {
+        None => None,
+        Some(Ok(options)) => Some(options),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let config = server::Config {
+        web: web.map(|(listener, token)| server::WebOptions {
+            listener: listener.into(),
+            token,
+            show_addresses: args.web_show_addresses,
+        }),
         relay: args.relay,
         max_clients: args.max_clients,
         videos: args.videos,

@@ -1,7 +1,9 @@
 //! How the server behaves: the options of `ciphercast server`, as the
 //! library takes them. Read by every thread, changed by none.
 
+use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::ValueEnum;
 
@@ -37,6 +39,20 @@ pub struct Config {
     pub store: Option<PathBuf>,
     /// Most clients joined from one IP address (`None`: no cap).
     pub max_per_address: Option<usize>,
+    /// The instructor's web page (`None`: none).
+    pub web: Option<WebOptions>,
+}
+
+/// The web page of `--web`.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Where the page is served, bound already (port 0 lets the system choose).
+    pub listener: Arc<TcpListener>,
+    /// Required on every request (`?token=…`) when set: a page bound
+    /// beyond this machine must not show the class to anyone who asks.
+    pub token: Option<String>,
+    /// Show each client's address (a projector shows it to the whole room).
+    pub show_addresses: bool,
 }
 
 impl Default for Config {
@@ -50,6 +66,7 @@ impl Default for Config {
             cache_mb: DEFAULT_CACHE_MB,
             store: None,
             max_per_address: None,
+            web: None,
         }
     }
 }

@@ -12,6 +12,8 @@ use super::live::Live;
 use super::per_address::PerAddress;
 use super::prepare::Prepared;
 use super::registry::Registry;
+use super::web::Web;
+use super::web::metrics::Traffic;
 
 /// What every handler thread shares.
 pub(crate) struct Context {
@@ -29,4 +31,8 @@ pub(crate) struct Context {
     pub(crate) door: Arc<Door>,
     /// Every connection being served.
     pub(crate) live: Arc<Live>,
+    /// What the sockets carried and where pictures came from.
+    pub(crate) traffic: Arc<Traffic>,
+    /// The web page's hub, with `--web`.
+    pub(crate) web: Option<Arc<Web>>,
 }

@@ -25,6 +25,7 @@ use std::time::Instant;
 use log::{debug, error, info, warn};
 
 use super::adaptive;
+use super::config::RelayMode;
 use super::context::Context;
 use super::control::{Command, Flags, MAX_WAITING_COMMANDS, Playback};
 use super::door::PendingJoin;
@@ -35,6 +36,7 @@ use super::per_address::Place;
 use super::refusal::Refusal;
 use super::registry::RelayError;
 use super::stream::{self, Job, Queue};
+use super::web::metrics::Traffic;
 use super::writer;
 use crate::shared::connection::{FrameReader, RecvError};
 use crate::shared::crypto::PeerKey;
@@ -70,14 +72,16 @@ pub(super) fn serve(
     let writer_video = video_receiver.clone();
     let written = Arc::new(AtomicU64::new(0));
     let writer_written = Arc::clone(&written);
+    let writer_traffic = Arc::clone(&context.traffic);
 
     let writer_stream = Arc::clone(&stream);
     let trace_label = context.config.trace.then(|| peer.to_string());
-    let writer = match thread::Builder::new()
-        .name(format!("writer-{peer}"))
-        .stack_size(CONNECTION_STACK_BYTES)
-        .spawn(move || writer::run(writer_stream, receiver, writer_video, writer_written, trace_label))
-    {
+    let writer = match thread::Builder::new().name(format!("writer-{peer}")).stack_size(CONNECTION_STACK_BYTES).spawn(
+        move || {
+            let counts = writer::Counts { video: writer_written, traffic: writer_traffic };
+            writer::run(writer_stream, receiver, writer_video, counts, trace_label)
+        },
+    ) {
         Ok(handle) => handle,
         Err(e) => {
             warn!("{peer}: cannot start a writer thread: {e}");
@@ -85,8 +89,9 @@ pub(super) fn serve(
         }
     };
 
+    let traffic = Arc::clone(&context.traffic);
     let reader = FrameReader::new(
-        JoinClock { stream: Arc::clone(&stream), deadline: Some(accepted + JOIN_DEADLINE) },
+        JoinClock { stream: Arc::clone(&stream), deadline: Some(accepted + JOIN_DEADLINE), traffic },
         MAX_HELLO_FRAME_LEN,
     )
     .traced(context.config.trace.then(|| peer.to_string()));
@@ -119,6 +124,9 @@ pub(super) fn serve(
     handler.stop_stream();
     if let Some(name) = &handler.name {
         handler.context.registry.leave(name, &handler.outbox, reason);
+        if let Some(web) = &handler.context.web {
+            web.left(name, &reason.to_string());
+        }
     }
     handler.place = None; // the address's place is free as soon as the client has left
     // Dropping the handler drops its outbox sender; once the registry's copy
@@ -223,12 +231,16 @@ impl Handler {
         // here, on this client's thread, before the registry lock is taken.
         let key = PeerKey::from_pem(&public_key).map_err(|e| Some(e.into()))?;
         let canonical = key.to_pem().map_err(|e| Some(e.into()))?;
+        let fingerprint = key.fingerprint();
         // A place at this address first (given back if the join fails, as the guard drops).
         // An IPv4-mapped IPv6 address counts as its IPv4 one.
         let address = self.peer.ip().to_canonical();
         let place = self.context.per_address.take(address).map_err(|limit| Some(Refusal::AddressLimit(limit)))?;
         self.context.registry.join(&name, canonical.into(), &self.outbox).map_err(Some)?;
         self.place = place;
+        if let Some(web) = &self.context.web {
+            web.joined(&name, fingerprint, self.peer);
+        }
         // Joined: no more deadline, and frames may now be full size.
         self.reader.get_mut().deadline = None;
         let _ = self.reader.get_mut().stream.set_read_timeout(None);
@@ -248,9 +260,19 @@ impl Handler {
         }
         let from = self.name.as_deref().unwrap_or_default();
         let (to, bytes) = (envelope.to.clone(), envelope.sealed_len());
+        // For the web page: the ciphertext's first bytes, nothing else of it.
+        let head = self.context.web.as_ref().map(|_| envelope.ciphertext.iter().take(16).copied().collect::<Vec<u8>>());
         match self.context.registry.relay(from, envelope, self.context.config.relay) {
             Ok(receivers) => {
-                info!("{from} -> {to}: {bytes} sealed bytes relayed to {receivers} client(s)")
+                info!("{from} -> {to}: {bytes} sealed bytes relayed to {receivers} client(s)");
+                Traffic::add(&self.context.traffic.relayed, 1);
+                if let (Some(web), Some(head)) = (&self.context.web, head) {
+                    let mode = match self.context.config.relay {
+                        RelayMode::Broadcast => "broadcast",
+                        RelayMode::Direct => "direct",
+                    };
+                    web.relayed(from, &to, &head, bytes, receivers, mode);
+                }
             }
             Err(e @ (RelayError::UnknownRecipient(_) | RelayError::TooSlow(_))) => self.reply_error(e.to_string()),
             Err(e) => warn!("{from} -> {to}: not relayed: {e}"),
@@ -309,6 +331,9 @@ impl Handler {
             cache: Arc::clone(&self.context.frames),
             decoders: Arc::clone(&self.context.decoders),
             prepared: Arc::clone(&self.context.prepared),
+            traffic: Arc::clone(&self.context.traffic),
+            web: self.context.web.clone(),
+            viewer: self.name.clone().unwrap_or_default(),
         };
         if plan == PlanKind::Adaptive {
             adaptive::cap_send_buffer(&self.reader.get_mut().stream);
@@ -385,6 +410,8 @@ impl Handler {
 struct JoinClock {
     stream: Arc<TcpStream>,
     deadline: Option<Instant>,
+    /// The server's counts: every byte read is one of `bytes_in`.
+    traffic: Arc<Traffic>,
 }
 
 impl Read for JoinClock {
@@ -396,7 +423,9 @@ impl Read for JoinClock {
             }
             self.stream.set_read_timeout(Some(left))?;
         }
-        (&*self.stream).read(buf)
+        let n = (&*self.stream).read(buf)?;
+        Traffic::add(&self.traffic.bytes_in, n as u64);
+        Ok(n)
     }
 }
 

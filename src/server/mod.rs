@@ -48,6 +48,7 @@ mod sources;
 mod store;
 mod stream;
 mod video_item;
+mod web;
 mod writer;
 
 use std::io::{self, Write};
@@ -59,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
-pub use config::{Config, RelayMode};
+pub use config::{Config, RelayMode, WebOptions};
 use context::Context;
 use live::Live;
 use registry::Registry;
@@ -123,6 +124,8 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
     let frames = Arc::new(cache::FrameCache::new(config.cache_mb.saturating_mul(1024 * 1024)));
     let prepared = Arc::new(prepare::Prepared::new(config.store.clone(), i32::from(config.jpeg_quality)));
     let context_limit = config.max_per_address;
+    let web_options = config.web.clone();
+    let web = web_options.as_ref().map(|options| Arc::new(web::Web::new(options.show_addresses)));
     let context = Arc::new(Context {
         registry: Registry::new(config.max_clients),
         config,
@@ -132,8 +135,14 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         per_address: Arc::new(per_address::PerAddress::new(context_limit)),
         door: Arc::default(),
         live: Arc::new(Live::default()),
+        traffic: Arc::default(),
+        web: web.clone(),
     });
     info!("listening on {} (relay: {:?})", listener.local_addr()?, context.config.relay);
+    let web_server = match (web_options, web) {
+        (Some(options), Some(web)) => Some(start_web(&options, web, &context)?),
+        _ => None,
+    };
     let door_keeper = start_door_keeper(&context)?;
     let preparing = start_preparing(&context);
 
@@ -181,8 +190,20 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         stop.store(true, Ordering::Relaxed);
         let _ = thread.join();
     }
+    if let Some(web_server) = web_server {
+        web_server.stop();
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Starts the web page's server and says where to open it.
+fn start_web(options: &WebOptions, web: Arc<web::Web>, context: &Arc<Context>) -> io::Result<web::http::Running> {
+    let listener = options.listener.try_clone()?;
+    let address = listener.local_addr()?;
+    let query = options.token.as_ref().map(|token| format!("?token={token}")).unwrap_or_default();
+    info!("web page: http://{address}/{query}");
+    web::http::start(listener, web, Arc::clone(context), options.token.clone())
 }
 
 /// Why a connection is turned away with `busy`.

@@ -236,6 +236,11 @@ impl Outbox {
         if shared.congested() && !self.is_shut() { lock(&shared.congestion).since } else { None }
     }
 
+    /// Messages queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.0.shared.items.load(Ordering::Relaxed)
+    }
+
     /// Whether nothing queued will be written any more (the client was
     /// disconnected, or its writer has ended).
     pub(crate) fn gone(&self) -> bool {

@@ -36,8 +36,11 @@ pub(crate) struct Pacer<'a> {
     origin: Option<Duration>,
     /// Encoded pictures with the moment each is due and their frame number, in order.
     ready: VecDeque<(Instant, u32, VideoItem)>,
-    /// Pictures handed to the writer so far.
+    /// Pictures handed to the writer so far, and how many of them more than
+    /// one frame `interval` after their time.
     pub(crate) sent: u32,
+    pub(crate) late: u32,
+    interval: Duration,
     /// The frame number of the last picture handed to the writer.
     last_queued: Option<u32>,
     /// The viewer's queue is gone (or the stream was stopped while sending).
@@ -45,10 +48,12 @@ pub(crate) struct Pacer<'a> {
 }
 
 impl<'a> Pacer<'a> {
-    /// Starts the clock: the first picture is due now.
-    pub(crate) fn new(control: &'a Control<'a>, pace: Pace) -> Pacer<'a> {
+    /// Starts the clock: the first picture is due now. `fps` is the video's rate.
+    pub(crate) fn new(control: &'a Control<'a>, pace: Pace, fps: f64) -> Pacer<'a> {
         let ready = VecDeque::with_capacity(LOOKAHEAD_FRAMES + 1);
-        Pacer { control, pace, started: Instant::now(), origin: None, ready, sent: 0, last_queued: None, gone: false }
+        let interval = Duration::try_from_secs_f64(1.0 / fps).unwrap_or(Duration::MAX);
+        let (started, origin, sent, late) = (Instant::now(), None, 0, 0);
+        Pacer { control, pace, started, origin, ready, sent, late, interval, last_queued: None, gone: false }
     }
 
     /// Starts the clock again (after a pause or a seek): the next picture is
@@ -110,8 +115,10 @@ impl<'a> Pacer<'a> {
         while !self.control.halted()
             && let Some((due, _, _)) = self.ready.front()
             && (self.pace == Pace::None || *due <= Instant::now())
-            && let Some((_, _, item)) = self.ready.pop_front()
+            && let Some((due, _, item)) = self.ready.pop_front()
         {
+            let late =
+                self.pace == Pace::Native && due.checked_add(self.interval).is_some_and(|by| Instant::now() > by);
             let frame = match &item {
                 VideoItem::Frame { sequence, .. } => Some(*sequence),
                 VideoItem::Control(_) => None,
@@ -122,6 +129,7 @@ impl<'a> Pacer<'a> {
             }
             if frame.is_some() {
                 (self.sent, self.last_queued) = (self.sent + 1, frame);
+                self.late += u32::from(late);
             }
         }
         !self.control.halted()

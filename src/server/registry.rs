@@ -161,6 +161,13 @@ impl Registry {
         arrival.outbox.push(welcome).map_err(|Overflow| Refusal::Protocol("cannot queue the welcome".into()))
     }
 
+    /// Clients joined, and messages queued for them all (for the web page's
+    /// counters, once a second).
+    pub(crate) fn census(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.members.len(), state.members.values().map(|member| member.outbox.queued()).sum())
+    }
+
     /// Removes the client of connection `outbox` and tells everyone else.
     /// Does nothing if that connection is not (or no longer) the one under `name`.
     pub(crate) fn leave(&self, name: &str, outbox: &Outbox, reason: LeaveReason) {

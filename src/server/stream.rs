@@ -35,6 +35,8 @@ use super::plan::{Plan, switch_state};
 use super::prepare::Prepared;
 use super::store::{Reader, Slice};
 use super::video_item::{VideoItem, frame_item};
+use super::web::metrics::Traffic;
+use super::web::{StreamReport, Web};
 use crate::shared::message::{ServerMessage, encode};
 use crate::shared::video::{EndReason, Pace, PlanKind, PlanPart, plan_ranges};
 
@@ -58,6 +60,11 @@ pub(crate) struct Job {
     pub(crate) decoders: Arc<Decoders>,
     /// The prepared library.
     pub(crate) prepared: Arc<Prepared>,
+    /// The server's counts: where pictures came from.
+    pub(crate) traffic: Arc<Traffic>,
+    /// The web page, told of the stream's progress (with `--web`), and the viewer's name.
+    pub(crate) web: Option<Arc<Web>>,
+    pub(crate) viewer: String,
 }
 
 /// How a stream ended, for its end message.
@@ -112,6 +119,8 @@ pub(crate) fn run(job: Job, queue: Queue, commands: Receiver<Command>, flags: Ar
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream(&job, &control)))
         .unwrap_or_else(|_| Ended::refused("internal error".into()));
     info!("stream {} of {}: {:?} after {} frame(s)", job.id, job.video.name, ended.reason, ended.frames);
+    let reason = format!("{:?}", ended.reason).to_lowercase();
+    StreamReport::new(job.web.clone(), &job.viewer, job.id, &job.video.name, "").ended(&reason);
     let end = ServerMessage::StreamEnd {
         stream: job.id,
         reason: ended.reason,
@@ -143,7 +152,9 @@ fn stream(job: &Job, control: &Control) -> Ended {
     }
 
     let mut encoder = Encoder::new(job.jpeg_quality);
-    let mut pacer = Pacer::new(control, job.pace);
+    let mut pacer = Pacer::new(control, job.pace, fps);
+    let plan_name = if matches!(plan, Plan::Adaptive(_)) { "adaptive" } else { "thirds" };
+    let mut report = StreamReport::new(job.web.clone(), &job.viewer, job.id, &job.video.name, plan_name);
     let mut damaged = Damaged { video: &job.video.name, run: None };
     let mut index = job.start;
     loop {
@@ -191,8 +202,10 @@ fn stream(job: &Job, control: &Control) -> Ended {
         match sources[i].picture(index, nominal, &mut encoder) {
             Ok((pts, picture)) => {
                 damaged.end_run();
-                plan.queued(picture.wire_len());
+                let bytes = picture.wire_len();
+                plan.queued(bytes);
                 pacer.push(pts, index, picture);
+                report.frame(index, &sources[i].label, bytes, pacer.sent, pacer.late);
             }
             Err(FrameError::Damaged) => damaged.skip(index),
             // The frames before it still go out, then the stream ends.
@@ -343,11 +356,20 @@ impl<'a> Source<'a> {
         nominal: Duration,
         encoder: &mut Encoder,
     ) -> Result<(Duration, VideoItem), FrameError> {
+        let traffic = &self.job.traffic;
         let (jpeg, pts) = match self.prepared(index) {
-            Some(frame) => frame?,
+            Some(frame) => {
+                Traffic::add(&traffic.from_store, 1);
+                frame?
+            }
             None => {
-                let decode = || self.decoder().decode_to_jpeg(index, nominal, encoder);
+                let mut encoded = false;
+                let decode = || {
+                    encoded = true;
+                    self.decoder().decode_to_jpeg(index, nominal, encoder)
+                };
                 let frame = self.job.cache.get_or_encode(&self.key(index), decode)?;
+                Traffic::add(if encoded { &traffic.encoded } else { &traffic.from_cache }, 1);
                 (Slice::from(frame.jpeg), frame.pts)
             }
         };

@@ -12,8 +12,9 @@
 //! video. Traffic the client only watches go by may be held back for a
 //! moment in a burst ([`Hold`]), and then goes out together.
 //!
-//! It counts the bytes of video it gets into the socket: what the adaptive
-//! plan ([`super::adaptive`]) measures a viewer's link by.
+//! It counts what it gets into the socket: the bytes of video, which the
+//! adaptive plan ([`super::adaptive`]) measures a viewer's link by, and
+//! every byte and frame for the server's counters ([`Traffic`]).
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -25,20 +26,32 @@ use log::debug;
 use super::hold::Hold;
 use super::outbox::{OutboxReceiver, Outgoing};
 use super::video_item::VideoItem;
+use super::web::metrics::{Counted, Traffic};
 use crate::shared::connection::FrameWriter;
 use crate::shared::frame::FrameError;
 
 /// Runs until every sender of the outbox is gone and the queue is written,
 /// then closes the sending direction so the client reads a clean end of stream.
+/// The client's socket as the writer writes it, every byte counted.
+type Socket<'a> = FrameWriter<Counted<'a>>;
+
+/// What the writer counts.
+pub(super) struct Counts {
+    /// Bytes of video this connection's writer got into the socket.
+    pub(super) video: Arc<AtomicU64>,
+    /// The whole server's counts.
+    pub(super) traffic: Arc<Traffic>,
+}
+
 pub(super) fn run(
     stream: Arc<TcpStream>,
     outbox: OutboxReceiver,
     video: Receiver<VideoItem>,
-    written: Arc<AtomicU64>,
+    counts: Counts,
     trace: Option<String>,
 ) {
-    let mut writer = FrameWriter::new(&*stream).traced(trace);
-    match write_all(&mut writer, &outbox, video, &written, Hold::default()) {
+    let mut writer = FrameWriter::new(Counted { socket: &stream, traffic: &counts.traffic }).traced(trace);
+    match write_all(&mut writer, &outbox, video, &counts, Hold::default()) {
         Ok(()) => {
             let _ = stream.shutdown(Shutdown::Write);
         }
@@ -52,10 +65,10 @@ pub(super) fn run(
 }
 
 fn write_all(
-    writer: &mut FrameWriter<&TcpStream>,
+    writer: &mut Socket<'_>,
     outbox: &OutboxReceiver,
     mut video: Receiver<VideoItem>,
-    written: &AtomicU64,
+    counts: &Counts,
     mut hold: Hold,
 ) -> Result<(), FrameError> {
     let mut unflushed = false;
@@ -72,7 +85,7 @@ fn write_all(
         select! {
             recv(outbox.channel()) -> item => match item {
                 Ok(item) => {
-                    video = hold.wait_if_burst(&item, outbox, video, |frame| write_video(writer, frame, written))?;
+                    video = hold.wait_if_burst(&item, outbox, video, |frame| write_video(writer, frame, counts))?;
                     write_item(writer, outbox, &mut hold, item)?;
                     unflushed = true;
                 }
@@ -83,7 +96,7 @@ fn write_all(
                 // Whatever control came meanwhile still goes before the picture.
                 Ok(item) => {
                     write_waiting(writer, outbox, &mut hold)?;
-                    write_video(writer, item, written)?;
+                    write_video(writer, item, counts)?;
                 }
                 // No streaming thread holds the queue any more.
                 Err(_) => video = never(),
@@ -94,11 +107,7 @@ fn write_all(
 
 /// Writes everything waiting in the outbox, in order, without flushing;
 /// whether there was anything.
-fn write_waiting(
-    writer: &mut FrameWriter<&TcpStream>,
-    outbox: &OutboxReceiver,
-    hold: &mut Hold,
-) -> Result<bool, FrameError> {
+fn write_waiting(writer: &mut Socket<'_>, outbox: &OutboxReceiver, hold: &mut Hold) -> Result<bool, FrameError> {
     let mut wrote = false;
     while let Some(item) = outbox.try_recv() {
         write_item(writer, outbox, hold, item)?;
@@ -110,7 +119,7 @@ fn write_waiting(
 /// Writes one outbox item, without flushing (the loop flushes once it has
 /// written everything waiting).
 fn write_item(
-    writer: &mut FrameWriter<&TcpStream>,
+    writer: &mut Socket<'_>,
     outbox: &OutboxReceiver,
     hold: &mut Hold,
     item: Outgoing,
@@ -122,17 +131,20 @@ fn write_item(
 }
 
 /// Writes one video item and flushes: a picture goes out whole and at once.
-/// Counts its bytes into `written` once they are in the socket.
-fn write_video(writer: &mut FrameWriter<&TcpStream>, item: VideoItem, written: &AtomicU64) -> Result<(), FrameError> {
+/// Counts its bytes once they are in the socket.
+fn write_video(writer: &mut Socket<'_>, item: VideoItem, counts: &Counts) -> Result<(), FrameError> {
     let bytes = item.wire_len() as u64;
     match item {
         VideoItem::Control(bytes) => {
             writer.write_encoded(&bytes)?;
             writer.flush()?;
         }
-        VideoItem::Frame { head, jpeg, .. } => writer.write_split(&head, &jpeg)?,
+        VideoItem::Frame { head, jpeg, .. } => {
+            writer.write_split(&head, &jpeg)?;
+            Traffic::add(&counts.traffic.frames_out, 1);
+        }
     }
-    written.fetch_add(bytes, Ordering::Relaxed);
+    counts.video.fetch_add(bytes, Ordering::Relaxed);
     Ok(())
 }
 
@@ -172,8 +184,10 @@ mod tests {
         let (outbox, receiver) = Outbox::new(1, Arc::clone(&server));
         let (video, video_rx) = crossbeam_channel::bounded(4);
         let writer = thread::spawn(move || {
-            let mut writer = FrameWriter::new(&*server);
-            write_all(&mut writer, &receiver, video_rx, &AtomicU64::new(0), Hold::new(ENDLESS))
+            let traffic = Traffic::default();
+            let mut writer = FrameWriter::new(Counted { socket: &server, traffic: &traffic });
+            let counts = Counts { video: Arc::default(), traffic: Arc::default() };
+            write_all(&mut writer, &receiver, video_rx, &counts, Hold::new(ENDLESS))
         });
         Harness { outbox, video, client: FrameReader::new(client, MAX_FRAME_LEN), writer }
     }
