@@ -37,6 +37,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// off (it reconnects by itself, and is shown the present again).
 const EVENTS_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The send buffer asked for an event stream: a browser that stops reading
+/// holds a few hundred events in the kernel, not megabytes of them; the
+/// rest it loses, counted.
+const EVENTS_SEND_BUFFER: usize = 64 * 1024;
+
 /// An event stream with nothing to say says so this often, so that a
 /// browser that went away is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -88,7 +93,11 @@ pub(crate) fn start(
         metrics::sample(web, &context.traffic, &context.registry, &context.live, &sampling.stopping);
     })?;
     let accepting = Arc::clone(&site);
-    let acceptor = thread::Builder::new().name("web-accept".into()).spawn(move || accept(&listener, &accepting))?;
+    // Connection threads are named after the page's port (`web-8080`), so
+    // that each server's can be told apart.
+    let name = format!("web-{}", address.port());
+    let acceptor =
+        thread::Builder::new().name("web-accept".into()).spawn(move || accept(&listener, &accepting, &name))?;
     Ok(Running { site, address, acceptor, sampler })
 }
 
@@ -113,7 +122,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn accept(listener: &TcpListener, site: &Arc<Site>) {
+fn accept(listener: &TcpListener, site: &Arc<Site>, name: &str) {
     for accepted in listener.incoming() {
         if site.stopping.load(Ordering::SeqCst) {
             return;
@@ -132,9 +141,14 @@ fn accept(listener: &TcpListener, site: &Arc<Site>) {
         let Ok(kept) = stream.try_clone() else { continue };
         site.open.fetch_add(1, Ordering::SeqCst);
         let serving = Arc::clone(site);
-        match thread::Builder::new().name("web-conn".into()).spawn(move || {
+        match thread::Builder::new().name(name.to_string()).spawn(move || {
+            let closing = stream.try_clone();
             if let Err(e) = serve(stream, &serving) {
                 debug!("web: {e}");
+            }
+            // The list holds a handle on the socket too: close it for the browser now.
+            if let Ok(socket) = closing {
+                let _ = socket.shutdown(Shutdown::Both);
             }
             serving.open.fetch_sub(1, Ordering::SeqCst);
         }) {
@@ -225,6 +239,8 @@ fn page(web: &Web) -> String {
 fn events(mut stream: TcpStream, site: &Site) -> io::Result<()> {
     let (events, skipped) = site.web.watch();
     stream.set_write_timeout(Some(EVENTS_WRITE_TIMEOUT))?;
+    #[cfg(unix)]
+    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &EVENTS_SEND_BUFFER);
     let head =
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
     stream.write_all(head.as_bytes())?;
