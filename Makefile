@@ -27,7 +27,7 @@ BIN := target/release/ciphercast
 # x11-utils (xwininfo) and xdotool for the tests that open a real video
 # window and press its keys; tmux for `make demo`; tshark for the Wireshark
 # dissector's test.
-APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils xdotool tmux tshark
+APT_PACKAGES := libopencv-dev clang libclang-dev pkg-config xvfb x11-utils xdotool tmux tshark chromium
 BREW_PACKAGES := opencv llvm pkg-config tmux wireshark
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -81,7 +81,7 @@ videos: build
 	$(BIN) videos --out $(VIDEOS) $(if $(FROM),--from $(FROM) $(if $(FORCE),--force))
 
 run-server: build ensure-videos
-	$(BIN) server --bind $(BIND) --port $(PORT) --videos $(VIDEOS)
+	$(BIN) server --bind $(BIND) --port $(PORT) --videos $(VIDEOS) $(if $(WEB),--web $(WEB))
 
 ensure-videos: build
 	@if [ -z "$(VIDEO_FILES)" ]; then echo "No videos in $(VIDEOS)/: generating the demo videos"; $(BIN) videos --out $(VIDEOS); fi

@@ -17,7 +17,7 @@ fn the_quick_bench_completes_and_writes_every_figure() {
     assert_eq!(bench.finish(), 0, "bench failed:\n{:#?}", bench.stderr);
     let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
     let results: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let paths: [&[&str]; 28] = [
+    let paths: [&[&str]; 30] = [
         &["machine", "cores"],
         &["machine", "model"],
         &["join", "clients"],
@@ -35,6 +35,8 @@ fn the_quick_bench_completes_and_writes_every_figure() {
         &["chat", "concurrent", "p99_ms"],
         &["chat", "concurrent", "senders"],
         &["chat", "concurrent", "messages_per_second"],
+        &["chat", "web", "plain_p50_median_ms"],
+        &["chat", "web", "web_p50_median_ms"],
         &["chat", "crypto_ms", "seal"],
         &["chat", "crypto_ms", "open"],
         &["chat", "crypto_ms", "keygen_median"],

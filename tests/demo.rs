@@ -1,5 +1,6 @@
 //! `make demo`'s script, started detached on a private tmux socket: four
-//! panes, and the server sees the three clients join.
+//! panes, the server sees the three clients join, and the script says
+//! where the server's live page is (and the page answers there).
 
 mod support;
 
@@ -41,7 +42,23 @@ fn the_demo_opens_four_panes_with_three_clients_joined() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let carol = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "ciphercast:0.3"]).stdout).into_owned();
+    let said = String::from_utf8_lossy(&started.stdout).into_owned();
+    let page = said.lines().find_map(|line| line.strip_prefix("the server's live page: http://")).map(str::to_string);
+    let roster = page.as_deref().map(|page| {
+        let address = page.trim_end_matches('/');
+        let mut stream = std::net::TcpStream::connect(address).expect("the page's address");
+        stream.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+        use std::io::{Read, Write};
+        write!(stream, "GET /state HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    });
     tmux(&["kill-server"]);
+    let roster = roster.unwrap_or_else(|| panic!("the script did not say where the page is:\n{said}"));
+    for name in ["alice", "bob", "carol"] {
+        assert!(roster.contains(&format!("\"name\":\"{name}\"")), "the page's state:\n{roster}");
+    }
     assert_eq!(panes.lines().count(), 4, "panes: {panes:?}");
     for name in ["alice", "bob", "carol"] {
         assert!(server.contains(&format!("{name} joined")), "server pane:\n{server}");

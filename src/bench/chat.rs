@@ -1,7 +1,8 @@
 //! The chat phase, driven from the bench's main thread: one-way relay
 //! latency of sealed messages through the server — one sender idle, one
-//! sender while clients watch videos, and [`SENDERS`] senders at once — and
-//! what sealing and opening cost on their own.
+//! sender while clients watch videos, [`SENDERS`] senders at once, and one
+//! sender with and without [`WEB_VIEWERS`] browsers following the web page
+//! (interleaved) — and what sealing and opening cost on their own.
 //!
 //! Each sender runs a closed loop on a thread of its own (`bench-send-I`):
 //! write one envelope, wait until its own addressee's reader thread has
@@ -10,6 +11,8 @@
 //! and the network's alone: from the sender's write to the addressee
 //! holding the frame.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -39,10 +42,12 @@ pub(super) fn bench_chat(
     let idle = chat_latency(plan, keys, videos, 0)?;
     let streams = chat_latency(plan, keys, videos, plan.chat_streams)?;
     let concurrent = chat_concurrent(plan, keys, videos)?;
+    let web = chat_web(plan, keys, videos)?;
     Ok(json!({
         "idle": idle,
         "streams": streams,
         "concurrent": concurrent,
+        "web": web,
         "crypto_ms": { "seal": seal, "open": open, "keygen_median": median(keygen_ms) },
     }))
 }
@@ -68,17 +73,73 @@ fn crypto_costs(keys: &Arc<Vec<Identity>>) -> Result<(f64, f64), String> {
 /// How many clients send at once in `chat.concurrent`.
 pub(super) const SENDERS: usize = 4;
 
+/// How many browsers follow the web page's events in `chat.web`.
+pub(super) const WEB_VIEWERS: usize = 5;
+
 /// One-way relay latency of pre-sealed envelopes, one in flight at a time,
 /// with `streams` clients watching a video meanwhile (`chat.idle`, `chat.streams`).
 fn chat_latency(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path, streams: usize) -> Result<Value, String> {
-    let run = chat_run(plan, keys, videos, 1, streams)?;
+    let run = chat_run(plan, keys, videos, 1, streams, 0)?;
     Ok(run.summary())
+}
+
+/// `chat.idle`'s measurement with and without [`WEB_VIEWERS`] browsers
+/// following the web page, interleaved `plan.web_rounds` times. The target:
+/// the median of the medians with the page within 10 % (plus 0.05 ms) of
+/// the one without.
+fn chat_web(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path) -> Result<Value, String> {
+    let (mut plain, mut watched) = (Vec::new(), Vec::new());
+    for _ in 0..plan.web_rounds {
+        plain.push(chat_run(plan, keys, videos, 1, 0, 0)?);
+        watched.push(chat_run(plan, keys, videos, 1, 0, WEB_VIEWERS)?);
+    }
+    let at = |runs: &[ChatRun], p: f64| runs.iter().map(|run| percentile(&run.latencies, p)).collect::<Vec<f64>>();
+    let (plain_median, web_median) = (median(at(&plain, 50.0)), median(at(&watched, 50.0)));
+    let target = plain_median * 1.1 + 0.05;
+    eprintln!(
+        "bench: chat p50 without the web page {plain_median:.3} ms, with {WEB_VIEWERS} browsers {web_median:.3} ms"
+    );
+    Ok(json!({
+        "viewers": WEB_VIEWERS,
+        "rounds": plan.web_rounds,
+        "plain_p50_ms": at(&plain, 50.0),
+        "web_p50_ms": at(&watched, 50.0),
+        "plain_p99_ms": at(&plain, 99.0),
+        "web_p99_ms": at(&watched, 99.0),
+        "plain_p50_median_ms": plain_median,
+        "web_p50_median_ms": web_median,
+        "target_ms": target,
+        "met": web_median <= target,
+    }))
+}
+
+/// A browser following the web page's event stream: a thread reading it
+/// until the server goes; returns once the first event (the present
+/// state) has arrived.
+fn follow_page(page: SocketAddr) -> Result<thread::JoinHandle<()>, String> {
+    let mut stream = TcpStream::connect(page).map_err(|e| format!("cannot reach the web page: {e}"))?;
+    write!(stream, "GET /events HTTP/1.1\r\nHost: {page}\r\n\r\n").map_err(|e| e.to_string())?;
+    let (started, first) = crossbeam_channel::bounded(1);
+    let reader = thread::Builder::new()
+        .name("bench-browser".into())
+        .spawn(move || {
+            let mut buffer = [0u8; 16 * 1024];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                let _ = started.try_send(());
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    first.recv_timeout(Duration::from_secs(10)).map_err(|_| "the web page sent no event")?;
+    Ok(reader)
 }
 
 /// [`SENDERS`] senders at once, each in its own closed loop to an addressee
 /// of its own, `plan.chat_messages` messages each, no streams (`chat.concurrent`).
 fn chat_concurrent(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path) -> Result<Value, String> {
-    let run = chat_run(plan, keys, videos, SENDERS, 0)?;
+    let run = chat_run(plan, keys, videos, SENDERS, 0, 0)?;
     let expected = SENDERS * plan.chat_messages;
     if run.latencies.len() != expected {
         return Err(format!("{SENDERS} senders: {} of {expected} chat messages arrived", run.latencies.len()));
@@ -119,17 +180,29 @@ impl ChatRun {
 /// On a fresh server with `plan.chat_clients` joined clients (broadcast
 /// relay, the server's default): `senders` of them each send
 /// `plan.chat_messages` pre-sealed envelopes to an addressee of their own,
-/// all at once, while `streams` others watch a video.
+/// all at once, while `streams` others watch a video and `browsers`
+/// follow the server's web page (started with `--web` when there are any).
 fn chat_run(
     plan: &Plan,
     keys: &Arc<Vec<Identity>>,
     videos: &Path,
     senders: usize,
     streams: usize,
+    browsers: usize,
 ) -> Result<ChatRun, String> {
     // Senders are c0…, watchers come after them, and at least one client is a mere bystander.
     let n = plan.chat_clients.max(senders + streams + 1);
-    let server = ServerProcess::start(videos, n + senders + 16)?;
+    let server = if browsers > 0 {
+        ServerProcess::start_with(videos, n + senders + 16, &["--store", "none", "--web", "127.0.0.1:0"])?
+    } else {
+        ServerProcess::start(videos, n + senders + 16)?
+    };
+    let mut following = Vec::with_capacity(browsers);
+    if let Some(page) = server.web {
+        for _ in 0..browsers {
+            following.push(follow_page(page)?);
+        }
+    }
     let (tally, completions) = Tally::new(n - 1);
     let mut members = join_many(&server, "c", n, keys, &tally)?;
     await_complete(&completions, n, Duration::from_secs(120))?;
@@ -174,6 +247,9 @@ fn chat_run(
     drop(members);
     drop(server);
     let _ = drain.join();
+    for browser in following {
+        let _ = browser.join();
+    }
     let mut latencies: Vec<f64> = per_sender.into_iter().flatten().collect();
     latencies.sort_by(f64::total_cmp);
     Ok(ChatRun { clients: n, streams, latencies, wall })

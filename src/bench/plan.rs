@@ -34,6 +34,8 @@ pub(super) struct Plan {
     /// Length of the adaptive phase's video, and its runs of each kind.
     pub(super) adaptive_video_seconds: f64,
     pub(super) adaptive_runs: usize,
+    /// Rounds of `chat.web`: one run without the web page, one with it.
+    pub(super) web_rounds: usize,
 }
 
 impl Plan {
@@ -55,6 +57,7 @@ impl Plan {
                 key_pool: 2,
                 adaptive_video_seconds: 3.0,
                 adaptive_runs: 1,
+                web_rounds: 1,
             }
         } else {
             Plan {
@@ -73,6 +76,7 @@ impl Plan {
                 key_pool: 8,
                 adaptive_video_seconds: 10.0,
                 adaptive_runs: 3,
+                web_rounds: 3,
             }
         }
     }

@@ -64,6 +64,10 @@ pub(super) fn print_table(results: &Value) {
                 get(&["chat", "concurrent", "messages_per_second"])
             ),
         ),
+        (
+            "chat p50 ms without / with 5 browsers on the page".into(),
+            several(&["chat", "web"], &["plain_p50_median_ms", "web_p50_median_ms"]),
+        ),
         ("crypto: seal / open / keygen ms".into(), several(&["chat", "crypto_ms"], &["seal", "open", "keygen_median"])),
         ("viewers of one video in real time".into(), get(&["viewers", "same_video_realtime_max"])),
         ("viewers of distinct cold videos in real time".into(), get(&["viewers", "distinct_videos_realtime_max_cold"])),

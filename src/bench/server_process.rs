@@ -20,6 +20,8 @@ pub(super) struct ServerProcess {
     /// Where it listens: port 0 let the system choose, and the server's log
     /// line `listening on ADDRESS` tells us which.
     pub(super) address: SocketAddr,
+    /// Where its web page listens, when started with `--web`.
+    pub(super) web: Option<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -51,13 +53,17 @@ impl ServerProcess {
             .map_err(|e| format!("cannot start the server: {e}"))?;
         let stderr = child.stderr.take().ok_or("no server stderr")?;
         let mut lines = BufReader::new(stderr).lines();
-        let address = loop {
+        let wants_web = options.contains(&"--web");
+        let mut web = None;
+        let mut address = None;
+        // The main socket's line comes first, then the web page's.
+        while address.is_none() || (wants_web && web.is_none()) {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(rest) = line.split("listening on ").nth(1)
-                        && let Some(address) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
-                    {
-                        break address;
+                    if let Some(rest) = line.split("web page listening on http://").nth(1) {
+                        web = rest.split('/').next().and_then(|a| a.parse().ok());
+                    } else if let Some(rest) = line.split("listening on ").nth(1) {
+                        address = rest.split_whitespace().next().and_then(|a| a.parse().ok());
                     }
                 }
                 _ => {
@@ -65,10 +71,11 @@ impl ServerProcess {
                     return Err("the server did not start".into());
                 }
             }
-        };
+        }
+        let address = address.ok_or("the server did not say where it listens")?;
         // Keep draining its stderr so it never blocks on a full pipe.
         thread::spawn(move || for _ in lines {});
-        Ok(ServerProcess { child, address })
+        Ok(ServerProcess { child, address, web })
     }
 
     /// The server's process id, for [`cpu_ms`] and [`rss_kib`].

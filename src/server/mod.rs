@@ -202,7 +202,7 @@ fn start_web(options: &WebOptions, web: Arc<web::Web>, context: &Arc<Context>) -
     let listener = options.listener.try_clone()?;
     let address = listener.local_addr()?;
     let query = options.token.as_ref().map(|token| format!("?token={token}")).unwrap_or_default();
-    info!("web page: http://{address}/{query}");
+    info!("web page listening on http://{address}/{query}");
     web::http::start(listener, web, Arc::clone(context), options.token.clone())
 }
 
