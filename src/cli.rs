@@ -102,9 +102,9 @@ pub struct ServerArgs {
     /// Most clients joined from one IP address [default: unlimited] (a lab behind NAT is one address).
     #[arg(long, value_parser = parse_max_clients)]
     pub max_per_address: Option<usize>,
-    /// Serve the instructor's live web page of the server at ADDR:PORT (e.g. 127.0.0.1:8080); bound beyond
-    /// 127.0.0.1 it needs the random token printed at start.
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Serve the instructor's live web page of the server at ADDR:PORT, or PORT on 127.0.0.1 (e.g. 8080);
+    /// bound beyond 127.0.0.1 it needs the random token printed at start.
+    #[arg(long, value_name = "[ADDR:]PORT")]
     pub web: Option<String>,
     /// Show each client's address on the web page (a projector shows it to the whole room).
     #[arg(long, requires = "web")]

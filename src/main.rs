@@ -126,6 +126,12 @@ fn run_ladder(args: VideosArgs) -> ExitCode {
 /// The web page's listener, and its token when it is bound beyond this
 /// machine's own 127.0.0.1 (or ::1).
 fn web_options(address: &str) -> Result<(TcpListener, Option<String>), String> {
+    // A port alone is on 127.0.0.1.
+    let address = match address.parse::<u16>() {
+        Ok(port) => format!("127.0.0.1:{port}"),
+        Err(_) => address.to_string(),
+    };
+    let address = address.as_str();
     let listener = TcpListener::bind(address).map_err(|e| format!("cannot serve the web page on {address}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let private = matches!(local.ip(), std::net::IpAddr::V4(ip) if ip == std::net::Ipv4Addr::LOCALHOST)

@@ -3,7 +3,10 @@
 //! one step per two seconds, each switch announced; a viewer on a slow link
 //! (the real client with `--max-kbps`) steps down, stays down for the
 //! back-off, and ends below the top. The tests check outcomes — frame
-//! numbers, resolutions, counts — never timings.
+//! numbers, resolutions, counts — never timings; the outcomes do assume a
+//! machine that keeps up with tiny 10 fps clips (the server's own delays
+//! are not taken for a slow link, but a client starved of the CPU for a
+//! fraction of a second is one).
 
 mod support;
 
@@ -100,6 +103,7 @@ fn a_viewer_on_a_slow_link_steps_down_and_backs_off_before_trying_again() {
     // as the stream took the others back: PROTOCOL.md, stream_state.)
     assert_eq!(summary.total, 120);
     assert!(summary.received + 1 >= 120, "frames lost: {}/120", summary.received);
+    assert!(summary.received <= 120, "frames sent twice: {}/120", summary.received);
     assert_eq!(summary.last.as_deref(), Some("240p"), "the link carries 240p, not 720p: {}", summary.resolutions);
     let counts: Vec<(String, u32)> = summary
         .resolutions

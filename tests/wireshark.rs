@@ -94,14 +94,14 @@ fn the_dissector_decodes_a_recorded_exchange() {
         return;
     }
     // A real exchange: two joins, a sealed message, a short video.
-    let server = TestServer::start(Config { videos: clips(5), ..Config::default() });
+    let server = TestServer::start(Config { videos: clips(7), ..Config::default() });
     let (mut alice, _) = TestClient::join(server.addr, "alice", identity(0));
     let (mut bob, _) = TestClient::join(server.addr, "bob", identity(1));
     alice.recv_until("bob joined", |m| matches!(m, ServerMessage::PeerJoined { .. }));
     let envelope = identity(0).seal("alice", "bob", &peer_key(identity(1)), "not in the capture").unwrap();
     alice.send(&ClientMessage::Send { envelope });
     bob.recv_until("the message", |m| matches!(m, ServerMessage::Sealed { .. }));
-    // With the adaptive plan, at the clip's own pace (5 s), so that a seek
+    // With the adaptive plan, at the clip's own pace (7 s), so that a seek
     // lands while it plays (after the first picture, to frame 8) and the
     // plan climbs from 24p through 48p to 96p (two seconds after the seek
     // each), every switch announced.
@@ -179,7 +179,7 @@ fn the_dissector_decodes_a_recorded_exchange() {
     for resolution in ["24p", "48p", "96p"] {
         assert!(all.contains(&resolution), "no video frame at {resolution}:\n{fields}");
     }
-    assert!(all.contains(&"49"), "the last frame's sequence number is missing:\n{fields}");
+    assert!(all.contains(&"69"), "the last frame's sequence number is missing:\n{fields}");
     // The info column tells the plan and each switch with its measured rate.
     assert!(info.contains("play Video_1 plan adaptive"), "{info}");
     assert!(info.contains("stream_state playing, next frame 8"), "the seek's answer:\n{info}");

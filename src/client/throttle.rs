@@ -48,7 +48,7 @@ impl Throttled {
     /// as fast as it comes when `None`.
     pub(crate) fn new(socket: TcpStream, max_kbps: Option<u32>) -> Throttled {
         let bucket = max_kbps.map(|kbps| {
-            let rate = f64::from(kbps) * 1000.0 / 8.0;
+            let rate = f64::from(kbps.max(1)) * 1000.0 / 8.0;
             let (least, most) = RECEIVE_BUFFER_BYTES;
             let buffer = ((rate * RECEIVE_BUFFER_TIME.as_secs_f64()) as usize).clamp(least, most);
             shrink_receive_buffer(&socket, buffer);
@@ -121,11 +121,15 @@ mod tests {
             let sent = sent.clone();
             thread::spawn(move || server.write_all(&sent))
         };
-        // 16 000 kbit/s = 2 MB/s: 0.1 s for these bytes.
+        // 16 000 kbit/s = 2 MB/s: 0.1 s for these bytes, less the first burst.
         let mut throttled = Throttled::new(client, Some(16_000));
         let mut received = vec![0; sent.len()];
+        let started = Instant::now();
         throttled.read_exact(&mut received).unwrap();
+        let took = started.elapsed();
         writer.join().unwrap().unwrap();
         assert_eq!(received, sent);
+        // A lower bound only: a busy machine makes it slower, never faster.
+        assert!(took >= Duration::from_millis(70), "200 kB at 2 MB/s in {took:?}");
     }
 }

@@ -50,7 +50,7 @@ const FIT: f64 = 0.9;
 /// A measurement over less than this is not used for a decision.
 const SHORTEST_MEASUREMENT: Duration = Duration::from_millis(300);
 
-/// A decision to change resolution, from frame `next_frame` of the caller's.
+/// A decision to change resolution, from the frame the streaming thread takes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Switch {
     /// The rendition to use, as an index from the lowest.
@@ -116,6 +116,16 @@ impl Adaptive {
         self.current
     }
 
+    /// How many renditions it chooses among.
+    pub(crate) fn renditions(&self) -> usize {
+        self.rungs.len()
+    }
+
+    /// The present choice, as a switch to it (to tell the viewer again).
+    pub(crate) fn current_switch(&self) -> Switch {
+        Switch { to: self.current, down: false, measured_kbps: kbps(self.last_rate) }
+    }
+
     /// A picture of `bytes` from the current rendition was queued.
     pub(crate) fn queued(&mut self, bytes: usize) {
         let rung = &mut self.rungs[self.current];
@@ -175,7 +185,8 @@ impl Adaptive {
         };
         let to = (0..self.current).rev().find(|&r| fits(&self.rungs[r])).unwrap_or(0);
         self.current = to;
-        self.settling_until = Some(now + Duration::from_secs_f64(f64::from(self.segment_frames) / self.fps));
+        let segment = Duration::try_from_secs_f64(f64::from(self.segment_frames) / self.fps).unwrap_or(MAX_BACKOFF);
+        self.settling_until = now.checked_add(segment);
         Some(Switch { to, down: true, measured_kbps: kbps(measured.or(self.last_rate)) })
     }
 
@@ -286,6 +297,35 @@ mod tests {
         let start = Instant::now();
         let mut adaptive = Adaptive::new(1, 30.0, 0, start, 0);
         assert_eq!(adaptive.decide(10, start + Duration::from_secs(1), 1000, true), None);
-        assert_eq!(play(&mut adaptive, start, 5, 100, [8_000, 0, 0]).last(), Some(&0));
+        assert_eq!(adaptive.decide(40, start + Duration::from_secs(4), 2000, false), None, "nothing to climb to");
+    }
+
+    #[test]
+    fn after_a_step_down_a_segment_of_draining_is_no_reason_to_go_lower() {
+        let start = Instant::now();
+        let mut adaptive = Adaptive::new(3, 30.0, 0, start, 0);
+        play(&mut adaptive, start, 5, 100 * MB, [8_000, 30_000, 90_000]);
+        let Mark { at, written, .. } = adaptive.segment;
+        let down = adaptive.decide(140, at + Duration::from_millis(500), written + 1_000_000, true).unwrap();
+        assert_eq!(down.to, 1);
+        // The old resolution's bytes drain: the queue fills again at once.
+        assert_eq!(adaptive.decide(141, at + Duration::from_millis(600), written + 1_100_000, true), None);
+        // A second later it is the link again: down once more.
+        let later = adaptive.decide(170, at + Duration::from_millis(1700), written + 1_200_000, true).unwrap();
+        assert_eq!(later.to, 0);
+    }
+
+    #[test]
+    fn a_pause_or_a_seek_starts_the_calm_count_again() {
+        let start = Instant::now();
+        let mut adaptive = Adaptive::new(3, 30.0, 0, start, 0);
+        assert_eq!(adaptive.decide(30, start + Duration::from_secs(1), 1000, false), None);
+        adaptive.restart(200, start + Duration::from_secs(60), 1000);
+        assert_eq!(
+            adaptive.decide(230, start + Duration::from_secs(61), 2000, false),
+            None,
+            "one calm segment, not two"
+        );
+        assert!(adaptive.decide(260, start + Duration::from_secs(62), 3000, false).is_some());
     }
 }

@@ -9,6 +9,10 @@
 //! thread blocks on its commands — no CPU at all — and after
 //! [`PAUSED_HOLD`] lets go of its files (another viewer may want the
 //! decoder, and the file may be replaced); it opens them again on resume.
+//!
+//! The same controls carry what the adaptive plan reads: whether a picture
+//! found the viewer's queue [`FILLING`], and the bytes its writer got into
+//! the socket.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -198,12 +202,20 @@ impl Control<'_> {
         (first, count)
     }
 
+    /// Queues a picture like [`send`](Self::send), noting whether the queue
+    /// was [`FILLING`]: a sign of a slow link only when the picture is sent
+    /// `on_time` (when the stream itself fell behind, it sends a burst, and
+    /// the queue fills however fast the link is).
+    pub(crate) fn send_picture(&self, item: VideoItem, on_time: bool) -> bool {
+        if on_time && self.queue.len() >= FILLING {
+            self.filled.set(true);
+        }
+        self.send(item)
+    }
+
     /// Queues an item for the writer, waiting while the queue is full, but
     /// giving up when the stream is stopped or the viewer is gone.
     pub(crate) fn send(&self, mut item: VideoItem) -> bool {
-        if self.queue.len() >= FILLING {
-            self.filled.set(true);
-        }
         loop {
             match self.queue.send_timeout(item, STOP_CHECK) {
                 Ok(()) => return true,

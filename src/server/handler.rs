@@ -14,7 +14,7 @@
 //! This thread never writes to the socket: replies go through the client's
 //! outbox like everything else, so they stay in order with broadcasts.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -25,17 +25,18 @@ use std::time::Instant;
 use log::{debug, error, info, warn};
 
 use super::adaptive;
-use super::config::RelayMode;
 use super::context::Context;
-use super::control::{Command, Flags, MAX_WAITING_COMMANDS, Playback};
+use super::control::{Command, MAX_WAITING_COMMANDS, Playback};
 use super::door::PendingJoin;
+use super::join_clock::JoinClock;
 use super::library;
 use super::live::LiveEntry;
 use super::outbox::Outbox;
 use super::per_address::Place;
+use super::play;
 use super::refusal::Refusal;
 use super::registry::RelayError;
-use super::stream::{self, Job, Queue};
+use super::stream::{Job, Queue};
 use super::web::metrics::Traffic;
 use super::writer;
 use crate::shared::connection::{FrameReader, RecvError};
@@ -267,11 +268,7 @@ impl Handler {
                 info!("{from} -> {to}: {bytes} sealed bytes relayed to {receivers} client(s)");
                 Traffic::add(&self.context.traffic.relayed, 1);
                 if let (Some(web), Some(head)) = (&self.context.web, head) {
-                    let mode = match self.context.config.relay {
-                        RelayMode::Broadcast => "broadcast",
-                        RelayMode::Direct => "direct",
-                    };
-                    web.relayed(from, &to, &head, bytes, receivers, mode);
+                    web.relayed(from, &to, &head, bytes, receivers, self.context.config.relay);
                 }
             }
             Err(e @ (RelayError::UnknownRecipient(_) | RelayError::TooSlow(_))) => self.reply_error(e.to_string()),
@@ -312,6 +309,9 @@ impl Handler {
         if self.playing.as_ref().is_some_and(|p| !p.flags.ended.load(Ordering::SeqCst)) {
             return refuse(self, "a video is already playing on this connection; stop it first".into());
         }
+        if plan == PlanKind::Adaptive && pace == Pace::None {
+            return refuse(self, "the adaptive plan needs pace native: unpaced, every link looks too slow".into());
+        }
         self.stop_stream(); // reaps a finished one
         let video = match library::find(&self.context.config.videos, &name) {
             Ok(Some(video)) => video,
@@ -338,15 +338,9 @@ impl Handler {
         if plan == PlanKind::Adaptive {
             adaptive::cap_send_buffer(&self.reader.get_mut().stream);
         }
-        let flags = Arc::new(Flags::default());
-        let (queue, shared) = (self.video.clone(), Arc::clone(&flags));
-        let (commands, received) = crossbeam_channel::bounded(MAX_WAITING_COMMANDS);
         info!("{}: plays {name} (stream {id}, pace {pace:?}, plan {plan:?})", self.describe());
-        match thread::Builder::new()
-            .name(format!("stream-{}-{id}", self.peer))
-            .spawn(move || stream::run(job, queue, received, shared))
-        {
-            Ok(thread) => self.playing = Some(Playback { id, flags, commands, thread }),
+        match play::start(job, self.video.clone(), self.peer) {
+            Ok(playback) => self.playing = Some(playback),
             Err(e) => refuse(self, format!("cannot start a streaming thread: {e}")),
         }
     }
@@ -401,31 +395,6 @@ impl Handler {
             Some(name) => format!("{name} ({})", self.peer),
             None => self.peer.to_string(),
         }
-    }
-}
-
-/// The socket as the handler reads it: before the join, every read is held to
-/// the join deadline, so a client trickling one byte every nine seconds is
-/// still cut off ten seconds after connecting.
-struct JoinClock {
-    stream: Arc<TcpStream>,
-    deadline: Option<Instant>,
-    /// The server's counts: every byte read is one of `bytes_in`.
-    traffic: Arc<Traffic>,
-}
-
-impl Read for JoinClock {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(deadline) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            self.stream.set_read_timeout(Some(left))?;
-        }
-        let n = (&*self.stream).read(buf)?;
-        Traffic::add(&self.traffic.bytes_in, n as u64);
-        Ok(n)
     }
 }
 

@@ -64,7 +64,7 @@ impl<'a> Pacer<'a> {
 
     /// Takes back every picture the viewer has not been sent: the ones in
     /// its video queue and the ones waiting here (with any message waiting
-    /// between them). The first one's frame number, if any.
+    /// between them). The frame to send again from, if any.
     pub(crate) fn take_back(&mut self) -> Option<u32> {
         let (queued, count) = self.control.take_back_queued(self.last_queued);
         self.sent = self.sent.saturating_sub(count);
@@ -123,7 +123,7 @@ impl<'a> Pacer<'a> {
                 VideoItem::Frame { sequence, .. } => Some(*sequence),
                 VideoItem::Control(_) => None,
             };
-            if !self.control.send(item) {
+            if !self.control.send_picture(item, !late) {
                 self.gone = true;
                 return false;
             }

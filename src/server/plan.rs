@@ -33,7 +33,16 @@ impl Plan {
     pub(crate) fn ranges(&self, total: u32) -> Vec<(usize, u32, u32)> {
         match self {
             Plan::Thirds(parts) => parts.clone(),
-            Plan::Adaptive(adaptive) => vec![(adaptive.current(), 0, total.saturating_sub(1))],
+            // Any of them may be switched to: each is positioned.
+            Plan::Adaptive(adaptive) => (0..adaptive.renditions()).map(|i| (i, 0, total.saturating_sub(1))).collect(),
+        }
+    }
+
+    /// With the adaptive plan, its present choice, as a switch to announce.
+    pub(crate) fn current(&self) -> Option<Switch> {
+        match self {
+            Plan::Thirds(_) => None,
+            Plan::Adaptive(adaptive) => Some(adaptive.current_switch()),
         }
     }
 

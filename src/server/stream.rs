@@ -28,6 +28,7 @@ use log::{info, warn};
 use super::adaptive::Adaptive;
 use super::cache::{FrameCache, FrameKey};
 use super::control::{Command, Control, Flags, Steer};
+use super::damaged::Damaged;
 use super::decoder::{Decoder, Decoders, Encoder, FileInfo, FrameError, file_name};
 use super::library::{Resolution, Video};
 use super::pacing::Pacer;
@@ -177,6 +178,11 @@ fn stream(job: &Job, control: &Control) -> Ended {
             }
             pacer.restart();
             plan.restart(index, control);
+            // What the viewer was told of the resolution may have gone with
+            // what was taken back: with the adaptive plan, tell it again.
+            if let Some(switch) = plan.current() {
+                announce(&mut pacer, job.id, index, &sources[switch.to].label, switch.measured_kbps);
+            }
             continue;
         }
         if index >= total {
@@ -191,10 +197,7 @@ fn stream(job: &Job, control: &Control) -> Ended {
             if switch.down {
                 index = pacer.take_back().unwrap_or(index);
             }
-            let state = switch_state(job.id, index, &sources[switch.to].label, switch.measured_kbps);
-            if let Ok(bytes) = encode(&state) {
-                pacer.announce(VideoItem::Control(bytes.into()));
-            }
+            announce(&mut pacer, job.id, index, &sources[switch.to].label, switch.measured_kbps);
         }
         // The resolution's file the plan takes this frame from.
         let Some(i) = plan.source(index) else { break };
@@ -220,31 +223,11 @@ fn stream(job: &Job, control: &Control) -> Ended {
     Ended { reason: EndReason::Finished, frames: pacer.sent, total: Some(total), message: None }
 }
 
-/// The damaged frames a stream skipped, logged once per run of them.
-struct Damaged<'a> {
-    video: &'a str,
-    /// The current run: its first frame and its length.
-    run: Option<(u32, u32)>,
-}
-
-impl Damaged<'_> {
-    fn skip(&mut self, index: u32) {
-        match &mut self.run {
-            Some((_, length)) => *length += 1,
-            None => {
-                warn!("{}: frame {index} does not decode, skipping it", self.video);
-                self.run = Some((index, 1));
-            }
-        }
-    }
-
-    /// A frame decoded (or the stream ended): the run, if any, is over.
-    fn end_run(&mut self) {
-        if let Some((first, length)) = self.run.take()
-            && length > 1
-        {
-            warn!("{}: skipped {length} damaged frames, {first}–{}", self.video, first + length - 1);
-        }
+/// Tells the viewer, in order with its pictures, the resolution from frame
+/// `next_frame` on.
+fn announce(pacer: &mut Pacer, stream: u32, next_frame: u32, resolution: &str, measured_kbps: u32) {
+    if let Ok(bytes) = encode(&switch_state(stream, next_frame, resolution, measured_kbps)) {
+        pacer.announce(VideoItem::Control(bytes.into()));
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde_json::{Value, json};
 
+use crate::server::config::RelayMode;
 use crate::shared::crypto::{Fingerprint, now_millis};
 
 /// Events a page opened mid-class is shown at once.
@@ -100,11 +101,28 @@ impl Web {
         let mut state = self.lock();
         state.roster.remove(name);
         state.streams.retain(|(viewer, _), _| viewer != name);
-        publish(&mut state, &self.skipped_total, &json!({"type": "left", "name": name, "reason": reason}), true);
+        publish(
+            &mut state,
+            &self.skipped_total,
+            &json!({"type": "left", "name": name, "reason": reason, "at": now_millis()}),
+            true,
+        );
     }
 
     /// A sealed message was relayed to `recipients` clients.
-    pub(crate) fn relayed(&self, from: &str, to: &str, ciphertext: &[u8], bytes: usize, recipients: usize, mode: &str) {
+    pub(crate) fn relayed(
+        &self,
+        from: &str,
+        to: &str,
+        ciphertext: &[u8],
+        bytes: usize,
+        recipients: usize,
+        mode: RelayMode,
+    ) {
+        let mode = match mode {
+            RelayMode::Broadcast => "broadcast",
+            RelayMode::Direct => "direct",
+        };
         let head: String = ciphertext.iter().take(CIPHERTEXT_HEAD).map(|b| format!("{b:02x}")).collect();
         let event = json!({
             "type": "relayed", "from": from, "to": to, "bytes": bytes, "head": head,
@@ -248,21 +266,27 @@ impl StreamReport {
         (self.sent, self.late) = (u64::from(sent), u64::from(late));
         // Its first picture and each change of resolution are worth keeping
         // among the recent events; the rest is progress.
-        let switched = self.resolution != resolution;
-        if switched {
+        let change = match (self.resolution.is_empty(), self.resolution != resolution) {
+            (true, _) => "start",
+            (false, true) => "switch",
+            (false, false) => "progress",
+        };
+        if change != "progress" {
             self.resolution = resolution.to_string();
         }
-        if switched || self.told.0.elapsed() >= PROGRESS_EVERY {
-            self.tell("playing", switched);
+        if change != "progress" || self.told.0.elapsed() >= PROGRESS_EVERY {
+            self.tell("playing", change);
         }
     }
 
     /// The stream ended (`reason` as its `stream_end` says).
     pub(crate) fn ended(&mut self, reason: &str) {
-        self.tell(reason, true);
+        self.tell(reason, "end");
     }
 
-    fn tell(&mut self, state: &str, kept: bool) {
+    /// Tells the page; `change` says what is new: `start`, `switch` (of
+    /// resolution), `end` — kept among the recent events — or `progress`.
+    fn tell(&mut self, state: &str, change: &str) {
         let Some(web) = &self.web else { return };
         // (Over half a second at least: a switch right after a report says nothing of the rate.)
         let elapsed = self.told.0.elapsed().as_secs_f64();
@@ -274,8 +298,8 @@ impl StreamReport {
         let event = json!({
             "type": "stream", "viewer": self.key.0, "stream": self.key.1, "video": self.video, "plan": self.plan,
             "state": state, "resolution": self.resolution, "frame": self.frame, "fps": (fps * 10.0).round() / 10.0,
-            "late": self.late, "bytes": self.bytes,
+            "late": self.late, "bytes": self.bytes, "change": change, "at": now_millis(),
         });
-        web.stream(self.key.clone(), event, state != "playing", kept);
+        web.stream(self.key.clone(), event, state != "playing", change != "progress");
     }
 }

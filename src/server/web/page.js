@@ -4,7 +4,41 @@
 "use strict";
 
 const MAX_MESSAGES = 50;
-const state = { roster: new Map(), streams: new Map(), messages: [], counters: null, skipped: 0 };
+const MAX_EVENTS = 50;
+// Lines of the recent events shown: what fits the projector.
+const SHOWN_EVENTS = 8;
+const state = { roster: new Map(), streams: new Map(), messages: [], events: [], counters: null, skipped: 0 };
+
+// One line of the recent events for `event`, or null if it is not one to list.
+function describe(event) {
+  switch (event.type) {
+    case "joined": return `${event.name} joined`;
+    case "left": return `${event.name} left (${event.reason})`;
+    case "stream":
+      if (event.change === "start") return `${event.viewer} plays ${event.video} (${event.plan}), from ${event.resolution}`;
+      if (event.change === "switch") return `${event.viewer}'s stream switched to ${event.resolution}`;
+      if (event.change === "end") return `${event.viewer}'s stream of ${event.video} ${event.state}`;
+      return null;
+    default: return null;
+  }
+}
+
+function remember(event) {
+  const text = describe(event);
+  if (text === null) return;
+  state.events.unshift({ text, at: event.at || Date.now() });
+  state.events.length = Math.min(state.events.length, MAX_EVENTS);
+}
+
+function renderEvents() {
+  const list = document.getElementById("events");
+  list.replaceChildren();
+  for (const e of state.events.slice(0, SHOWN_EVENTS)) {
+    const item = element("li");
+    item.append(element("time", clock(e.at)), element("span", e.text));
+    list.append(item);
+  }
+}
 
 function element(tag, text, className) {
   const node = document.createElement(tag);
@@ -125,6 +159,8 @@ function apply(event, live) {
       state.roster = new Map(event.roster.map((m) => [m.name, m]));
       state.streams = new Map(event.streams.map((s) => [`${s.viewer}/${s.stream}`, s]));
       state.messages = event.recent.filter((e) => e.type === "relayed").reverse();
+      state.events = [];
+      for (const e of event.recent) remember(e);
       state.counters = event.counters;
       break;
     case "joined":
@@ -152,6 +188,7 @@ function apply(event, live) {
       state.skipped = event.count;
       break;
   }
+  if (event.type !== "snapshot") remember(event);
   if (live || event.type === "snapshot") render();
 }
 
@@ -160,6 +197,7 @@ function render() {
   renderMessages();
   renderStreams();
   renderCounters();
+  renderEvents();
   const skipped = document.getElementById("skipped");
   skipped.hidden = state.skipped === 0;
   skipped.textContent = `${state.skipped} events skipped (this browser fell behind)`;
