@@ -92,6 +92,8 @@ fn a_browser_shows_who_is_online_the_ciphertext_flowing_and_the_streams_never_a_
     }
     let message = dom.split("<li class=\"message\">").nth(1).expect("a message row");
     assert!(message.contains("alice") && message.contains("<mark class=\"to\">bob</mark>"), "{message}");
+    assert!(message.contains("<span class=\"bystander\">carol</span>"), "carol received it too: {message}");
+    assert!(message.contains("(fan-out 2)"), "{message}");
     assert!(message.contains(&format!("{sealed_bytes} B sealed")), "its size: {message}");
     let stream = dom.split("<tr class=\"stream\">").nth(1).expect("a stream row");
     assert!(stream.contains("<td>carol</td>") && stream.contains("<td class=\"resolution\">24p</td>"), "{stream}");

@@ -43,6 +43,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Bytes of a ciphertext's start shown for each relayed message.
 const CIPHERTEXT_HEAD: usize = 16;
 
+/// Bystanders named in a broadcast message's row (the rest are counted).
+const NAMED_BYSTANDERS: usize = 8;
+
 /// What the page knows of one client.
 struct Member {
     fingerprint: String,
@@ -124,11 +127,19 @@ impl Web {
             RelayMode::Direct => "direct",
         };
         let head: String = ciphertext.iter().take(CIPHERTEXT_HEAD).map(|b| format!("{b:02x}")).collect();
+        let mut state = self.lock();
+        // Who else received it, as far as the roster tells (a few, by name).
+        let bystanders: Vec<&String> = match mode {
+            "broadcast" => {
+                state.roster.keys().filter(|name| *name != from && *name != to).take(NAMED_BYSTANDERS).collect()
+            }
+            _ => Vec::new(),
+        };
         let event = json!({
             "type": "relayed", "from": from, "to": to, "bytes": bytes, "head": head,
-            "recipients": recipients, "mode": mode, "at": now_millis(),
+            "recipients": recipients, "bystanders": bystanders, "mode": mode, "at": now_millis(),
         });
-        publish(&mut self.lock(), &self.skipped_total, &event, true);
+        publish(&mut state, &self.skipped_total, &event, true);
     }
 
     /// A stream's progress, start or end (see [`StreamReport`]).

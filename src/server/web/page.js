@@ -90,7 +90,11 @@ function renderMessages() {
     const others = m.mode === "broadcast" ? Math.max(m.recipients - 1, 0) : 0;
     flow.append(element("span", m.from, "from"), element("span", " → ", "arrow"), element("span", "server", "server"),
       element("span", " → ", "arrow"), element("mark", m.to, "to"));
-    if (others > 0) flow.append(element("span", ` and ${others} other${others > 1 ? "s" : ""} (fan-out ${m.recipients})`, "fanout"));
+    // In broadcast mode everyone else receives it too, unable to open it.
+    const named = (m.bystanders || []).slice(0, others);
+    for (const name of named) flow.append(element("span", ", "), element("span", name, "bystander"));
+    if (others > named.length) flow.append(element("span", ` and ${others - named.length} more`));
+    if (others > 0) flow.append(element("span", ` (fan-out ${m.recipients})`, "fanout"));
     const detail = element("div", null, "detail");
     detail.append(element("span", `${clock(m.at)} · ${bytes(m.bytes)} sealed · `),
       element("span", m.head + "…", "hex"));
