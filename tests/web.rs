@@ -184,3 +184,30 @@ fn a_hundred_page_loads_in_a_row_leave_no_thread_behind() {
     }
     wait_until("every page load's thread ended", || threads_named(&name) == 0);
 }
+
+#[test]
+fn a_request_trickled_a_byte_at_a_time_does_not_keep_its_connection() {
+    let (_server, page) = server_with_page(None, None);
+    let mut stream = TcpStream::connect(page).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    // One byte a second, never the end of the head: the server closes it
+    // once the head's time is up (5 s in all), not after a quiet 5 s.
+    let mut closed = false;
+    for byte in b"GET /state HTTP/1.1\r\nHost: x".iter().take(12) {
+        if stream.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buffer = [0u8; 64];
+        match stream.read(&mut buffer) {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            // Closed (or answered: the head was never complete, so only an error could come).
+            _ => {
+                closed = true;
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(900));
+    }
+    assert!(closed, "a request trickled over 12 s kept its connection");
+}

@@ -37,6 +37,7 @@ use super::play;
 use super::refusal::Refusal;
 use super::registry::RelayError;
 use super::stream::{Job, Queue};
+use super::web::CIPHERTEXT_HEAD;
 use super::web::metrics::Traffic;
 use super::writer;
 use crate::shared::connection::{FrameReader, RecvError};
@@ -124,10 +125,11 @@ pub(super) fn serve(
     // joined first, so no thread outlives its connection.
     handler.stop_stream();
     if let Some(name) = &handler.name {
-        handler.context.registry.leave(name, &handler.outbox, reason);
+        // The page first: once the registry lets the name go, a newcomer may take it.
         if let Some(web) = &handler.context.web {
             web.left(name, &reason.to_string());
         }
+        handler.context.registry.leave(name, &handler.outbox, reason);
     }
     handler.place = None; // the address's place is free as soon as the client has left
     // Dropping the handler drops its outbox sender; once the registry's copy
@@ -262,7 +264,11 @@ impl Handler {
         let from = self.name.as_deref().unwrap_or_default();
         let (to, bytes) = (envelope.to.clone(), envelope.sealed_len());
         // For the web page: the ciphertext's first bytes, nothing else of it.
-        let head = self.context.web.as_ref().map(|_| envelope.ciphertext.iter().take(16).copied().collect::<Vec<u8>>());
+        let head = self
+            .context
+            .web
+            .as_ref()
+            .map(|_| envelope.ciphertext.iter().take(CIPHERTEXT_HEAD).copied().collect::<Vec<u8>>());
         match self.context.registry.relay(from, envelope, self.context.config.relay) {
             Ok(receivers) => {
                 info!("{from} -> {to}: {bytes} sealed bytes relayed to {receivers} client(s)");

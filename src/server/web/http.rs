@@ -15,7 +15,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use log::{debug, warn};
@@ -167,11 +167,19 @@ struct Request {
     token: Option<String>,
 }
 
-/// Reads the request head (up to [`MAX_REQUEST_BYTES`]) and its first line.
+/// Reads the request head (up to [`MAX_REQUEST_BYTES`], within
+/// [`REQUEST_TIMEOUT`] all told — a byte every few seconds does not keep a
+/// connection slot) and its first line.
 fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 || head.len() + n > MAX_REQUEST_BYTES {
             return Ok(None);
@@ -188,7 +196,6 @@ fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
 }
 
 fn serve(mut stream: TcpStream, site: &Site) -> io::Result<()> {
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let Some(request) = read_request(&mut stream)? else {
         return respond(&mut stream, "400 Bad Request", "text/plain", b"only GET requests\n");
@@ -219,7 +226,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &[u8]) -> io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
@@ -237,14 +244,14 @@ fn page(web: &Web) -> String {
 /// `/events`: the present first, then every event as it happens, until the
 /// browser goes away or the server stops.
 fn events(mut stream: TcpStream, site: &Site) -> io::Result<()> {
-    let (events, skipped) = site.web.watch();
+    let (events, skipped, snapshot) = site.web.watch();
     stream.set_write_timeout(Some(EVENTS_WRITE_TIMEOUT))?;
     #[cfg(unix)]
     let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &EVENTS_SEND_BUFFER);
     let head =
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
     stream.write_all(head.as_bytes())?;
-    write!(stream, "data: {}\n\n", site.web.snapshot())?;
+    write!(stream, "data: {snapshot}\n\n")?;
     let mut told_skipped = 0;
     loop {
         match events.recv_timeout(KEEP_ALIVE) {

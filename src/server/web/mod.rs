@@ -41,7 +41,7 @@ const STRIP_SECONDS: usize = 120;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Bytes of a ciphertext's start shown for each relayed message.
-const CIPHERTEXT_HEAD: usize = 16;
+pub(crate) const CIPHERTEXT_HEAD: usize = 16;
 
 /// Bystanders named in a broadcast message's row (the rest are counted).
 const NAMED_BYSTANDERS: usize = 8;
@@ -68,6 +68,8 @@ struct State {
     counters: Value,
     recent: VecDeque<Arc<str>>,
     viewers: Vec<Viewer>,
+    /// The server is stopping: no new browser is taken on.
+    closed: bool,
 }
 
 /// The hub. One per server with `--web`; every thread that has something to
@@ -171,35 +173,21 @@ impl Web {
 
     /// Everything a page needs to show the present at once.
     pub(crate) fn snapshot(&self) -> Value {
-        let state = self.lock();
-        let roster: Vec<Value> = state
-            .roster
-            .iter()
-            .map(|(name, m)| {
-                let streaming = state.streams.keys().any(|(viewer, _)| viewer == name);
-                json!({"name": name, "fingerprint": m.fingerprint, "joined_at": m.joined_at,
-                       "address": m.address, "threads": if streaming { 3 } else { 2 }})
-            })
-            .collect();
-        let streams: Vec<Value> = state
-            .streams
-            .values()
-            .map(|(event, strip)| {
-                let mut stream = event.clone();
-                stream["strip"] = json!(strip);
-                stream
-            })
-            .collect();
-        let recent: Vec<Value> = state.recent.iter().filter_map(|text| serde_json::from_str(text).ok()).collect();
-        json!({"type": "snapshot", "roster": roster, "streams": streams, "counters": state.counters, "recent": recent})
+        snapshot(&self.lock())
     }
 
-    /// A new browser's channel: its events from now on.
-    pub(crate) fn watch(&self) -> (Receiver<Arc<str>>, Arc<AtomicU64>) {
+    /// A new browser's channel — its events from now on — with the present
+    /// as it stands just before the first of them (one lock: no event is
+    /// both in the present and in the channel, none in neither). Once the
+    /// server is stopping, the channel is closed from the start.
+    pub(crate) fn watch(&self) -> (Receiver<Arc<str>>, Arc<AtomicU64>, Value) {
         let (events, receiver) = crossbeam_channel::bounded(VIEWER_EVENTS);
         let skipped = Arc::new(AtomicU64::new(0));
-        self.lock().viewers.push(Viewer { events, skipped: Arc::clone(&skipped) });
-        (receiver, skipped)
+        let mut state = self.lock();
+        if !state.closed {
+            state.viewers.push(Viewer { events, skipped: Arc::clone(&skipped) });
+        }
+        (receiver, skipped, snapshot(&state))
     }
 
     /// Browsers watching now.
@@ -209,8 +197,34 @@ impl Web {
 
     /// Lets every browser's event stream end (the server is stopping).
     pub(crate) fn close(&self) {
-        self.lock().viewers.clear();
+        let mut state = self.lock();
+        state.closed = true;
+        state.viewers.clear();
     }
+}
+
+/// The present, for a page: the roster, the streams, the counters, the recent events.
+fn snapshot(state: &State) -> Value {
+    let roster: Vec<Value> = state
+        .roster
+        .iter()
+        .map(|(name, m)| {
+            let streaming = state.streams.keys().any(|(viewer, _)| viewer == name);
+            json!({"name": name, "fingerprint": m.fingerprint, "joined_at": m.joined_at,
+                   "address": m.address, "threads": if streaming { 3 } else { 2 }})
+        })
+        .collect();
+    let streams: Vec<Value> = state
+        .streams
+        .values()
+        .map(|(event, strip)| {
+            let mut stream = event.clone();
+            stream["strip"] = json!(strip);
+            stream
+        })
+        .collect();
+    let recent: Vec<Value> = state.recent.iter().filter_map(|text| serde_json::from_str(text).ok()).collect();
+    json!({"type": "snapshot", "roster": roster, "streams": streams, "counters": state.counters, "recent": recent})
 }
 
 /// Hands `event` to every browser without waiting, and keeps it among the

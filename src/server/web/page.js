@@ -5,6 +5,8 @@
 
 const MAX_MESSAGES = 50;
 const MAX_EVENTS = 50;
+// Cells of a stream's strip kept (as on the server).
+const STRIP_CELLS = 120;
 // Lines of the recent events shown: what fits the projector.
 const SHOWN_EVENTS = 8;
 const state = { roster: new Map(), streams: new Map(), messages: [], events: [], counters: null, skipped: 0 };
@@ -152,6 +154,7 @@ function stream(event) {
   const known = state.streams.get(key);
   const strip = known ? known.strip : [];
   strip.push(event.resolution);
+  if (strip.length > STRIP_CELLS) strip.splice(0, strip.length - STRIP_CELLS);
   state.streams.set(key, { ...event, strip });
   const member = state.roster.get(event.viewer);
   if (member) member.threads = 3;
@@ -166,13 +169,15 @@ function apply(event, live) {
       state.events = [];
       for (const e of event.recent) remember(e);
       state.counters = event.counters;
+      // A new event stream counts its skipped events from zero.
+      state.skipped = 0;
       break;
     case "joined":
       state.roster.set(event.name, { name: event.name, fingerprint: event.fingerprint, joined_at: event.at, address: event.address, threads: 2 });
       break;
     case "left":
       state.roster.delete(event.name);
-      for (const key of [...state.streams.keys()]) if (key.startsWith(event.name + "/")) state.streams.delete(key);
+      for (const [key, s] of [...state.streams]) if (s.viewer === event.name) state.streams.delete(key);
       break;
     case "relayed":
       state.messages.unshift(event);
