@@ -73,17 +73,15 @@ pub(super) fn serve(
     let (video, video_receiver) = crossbeam_channel::bounded(VIDEO_QUEUE_FRAMES);
     let writer_video = video_receiver.clone();
     let written = Arc::new(AtomicU64::new(0));
-    let writer_written = Arc::clone(&written);
-    let writer_traffic = Arc::clone(&context.traffic);
+    let counts = writer::Counts { video: Arc::clone(&written), traffic: Arc::clone(&context.traffic) };
 
     let writer_stream = Arc::clone(&stream);
     let trace_label = context.config.trace.then(|| peer.to_string());
-    let writer = match thread::Builder::new().name(format!("writer-{peer}")).stack_size(CONNECTION_STACK_BYTES).spawn(
-        move || {
-            let counts = writer::Counts { video: writer_written, traffic: writer_traffic };
-            writer::run(writer_stream, receiver, writer_video, counts, trace_label)
-        },
-    ) {
+    let writer = match thread::Builder::new()
+        .name(format!("writer-{peer}"))
+        .stack_size(CONNECTION_STACK_BYTES)
+        .spawn(move || writer::run(writer_stream, receiver, writer_video, counts, trace_label))
+    {
         Ok(handle) => handle,
         Err(e) => {
             warn!("{peer}: cannot start a writer thread: {e}");
@@ -264,16 +262,12 @@ impl Handler {
         let from = self.name.as_deref().unwrap_or_default();
         let (to, bytes) = (envelope.to.clone(), envelope.sealed_len());
         // For the web page: the ciphertext's first bytes, nothing else of it.
-        let head = self
-            .context
-            .web
-            .as_ref()
-            .map(|_| envelope.ciphertext.iter().take(CIPHERTEXT_HEAD).copied().collect::<Vec<u8>>());
+        let head: Vec<u8> = envelope.ciphertext.iter().take(CIPHERTEXT_HEAD).copied().collect();
         match self.context.registry.relay(from, envelope, self.context.config.relay) {
             Ok(receivers) => {
                 info!("{from} -> {to}: {bytes} sealed bytes relayed to {receivers} client(s)");
                 Traffic::add(&self.context.traffic.relayed, 1);
-                if let (Some(web), Some(head)) = (&self.context.web, head) {
+                if let Some(web) = &self.context.web {
                     web.relayed(from, &to, &head, bytes, receivers, self.context.config.relay);
                 }
             }
