@@ -9,7 +9,7 @@
 //! time with no timeout, decodes it, and hands it to one `handle_*` method
 //! per message. Whatever ends the loop (quit, disconnect, garbage, a panic),
 //! the same cleanup runs: stop and join the streaming thread, leave the
-//! registry, let the writer drain, join it.
+//! registry (and the web page, with `--web`), let the writer drain, join it.
 //!
 //! This thread never writes to the socket: replies go through the client's
 //! outbox like everything else, so they stay in order with broadcasts.

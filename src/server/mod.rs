@@ -19,7 +19,8 @@
 //! address with many waiting to join queue at the [`door`], and a
 //! door-keeper thread gives them their handler in turn. A playback gets a
 //! streaming thread of its own ([`stream`]); with a store, one background
-//! thread prepares every video once ([`prepare`]). [`Shutdown`] stops it all: it
+//! thread prepares every video once ([`prepare`]); with `--web`, a small
+//! HTTP server shows all this live to the class ([`web`]). [`Shutdown`] stops it all: it
 //! wakes the acceptor blocked in `accept()` by connecting to it; the
 //! acceptor then tells every client and wakes every handler blocked in
 //! `read` by shutting its socket down ([`live`]).
