@@ -65,6 +65,15 @@ impl Write for Counted<'_> {
 }
 
 /// Everything the counters say now.
+/// Where each counter stands in [`Reading::values`].
+const BYTES_IN: usize = 0;
+const BYTES_OUT: usize = 1;
+const FRAMES_OUT: usize = 2;
+const FROM_STORE: usize = 3;
+const FROM_CACHE: usize = 4;
+const ENCODED: usize = 5;
+const RELAYED: usize = 6;
+
 pub(crate) struct Reading {
     pub(crate) clients: usize,
     pub(crate) threads: u64,
@@ -134,12 +143,12 @@ pub(crate) fn sample(web: &Web, traffic: &Traffic, registry: &Registry, live: &L
         let values = now.values.map(|(_, _, v)| v);
         let seconds = before.0.elapsed().as_secs_f64().max(0.001);
         let rate = |i: usize| (values[i].saturating_sub(before.1[i]) as f64 / seconds).round() as u64;
-        let pictures = (values[3] + values[4] + values[5]).max(1) as f64;
+        let pictures = (values[FROM_STORE] + values[FROM_CACHE] + values[ENCODED]).max(1) as f64;
         let share = |i: usize| (values[i] as f64 / pictures * 1000.0).round() / 10.0;
         web.counters(json!({
             "clients": now.clients, "threads": now.threads, "outbox": now.outbox,
-            "bytes_in_per_s": rate(0), "bytes_out_per_s": rate(1), "frames_per_s": rate(2),
-            "store_percent": share(3), "cache_percent": share(4), "relayed": values[6],
+            "bytes_in_per_s": rate(BYTES_IN), "bytes_out_per_s": rate(BYTES_OUT), "frames_per_s": rate(FRAMES_OUT),
+            "store_percent": share(FROM_STORE), "cache_percent": share(FROM_CACHE), "relayed": values[RELAYED],
         }));
         before = (Instant::now(), values);
     }

@@ -145,9 +145,10 @@ impl Web {
     }
 
     /// A stream's progress, start or end (see [`StreamReport`]).
-    fn stream(&self, key: (String, u32), event: Value, ended: bool, kept: bool) {
+    /// `change` as [`StreamReport::tell`] names it.
+    fn stream(&self, key: (String, u32), event: Value, change: &str) {
         let mut state = self.lock();
-        if ended {
+        if change == "end" {
             state.streams.remove(&key);
         } else {
             let resolution = event["resolution"].as_str().unwrap_or_default().to_string();
@@ -160,7 +161,7 @@ impl Web {
                 }
             }
         }
-        publish(&mut state, &self.skipped_total, &event, kept);
+        publish(&mut state, &self.skipped_total, &event, change != "progress");
     }
 
     /// The server's counters, once a second ([`metrics`]).
@@ -325,6 +326,6 @@ impl StreamReport {
             "state": state, "resolution": self.resolution, "frame": self.frame, "fps": (fps * 10.0).round() / 10.0,
             "late": self.late, "bytes": self.bytes, "change": change, "at": now_millis(),
         });
-        web.stream(self.key.clone(), event, state != "playing", change != "progress");
+        web.stream(self.key.clone(), event, change);
     }
 }
