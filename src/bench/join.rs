@@ -29,7 +29,7 @@ pub(super) fn bench_joins(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path)
     let (tally, completions) = Tally::new(n - 1);
     let (server_cpu_before, own_cpu_before) = (cpu_ms(server.pid()), cpu_ms(std::process::id()));
     let started = Instant::now();
-    let members = join_many(&server, "c", n, keys, &tally)?;
+    let members = join_many(&server, "c", 0..n, keys, &tally)?;
     await_complete(&completions, n, Duration::from_secs(120))?;
     let seconds = started.elapsed().as_secs_f64();
     let server_cpu = cpu_ms(server.pid()) - server_cpu_before;
@@ -61,7 +61,7 @@ pub(super) fn bench_joins(plan: &Plan, keys: &Arc<Vec<Identity>>, videos: &Path)
 fn bytes_for_join(n: usize, keys: &Arc<Vec<Identity>>, videos: &Path) -> Result<f64, String> {
     let server = ServerProcess::start(videos, n + 16)?;
     let (tally, completions) = Tally::new(n - 2);
-    let mut members = join_many(&server, "m", n - 1, keys, &tally)?;
+    let mut members = join_many(&server, "m", 0..n - 1, keys, &tally)?;
     await_complete(&completions, n - 1, Duration::from_secs(120))?;
     tally.set_target(n - 1);
     thread::sleep(Duration::from_millis(100));
