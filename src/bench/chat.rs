@@ -203,10 +203,11 @@ fn chat_run(
             following.push(follow_page(page)?);
         }
     }
-    // Everyone but the addressees and the watchers only watches the messages
-    // go by: a class's own machines, here sharing the server's cores (see
-    // `Tally::in_background`). The watchers read at the normal priority: the
-    // video they take in is the load the phase measures chat under.
+    // Everyone but the addressees and the watchers (the senders' readers
+    // included) only watches the messages go by: a class's own machines,
+    // here sharing the server's cores (see `Tally::in_background`). The
+    // watchers read at the normal priority, so that the phase with streams
+    // measures chat under the same video load as before.
     let (tally, completions) = Tally::new(n - 1);
     let mut members = join_many(&server, "c", 0..n - streams, keys, &tally.clone().in_background())?;
     members.extend(join_many(&server, "c", n - streams..n, keys, &tally)?);

@@ -76,8 +76,9 @@ impl Tally {
     /// classroom do not share the server's cores. In `chat.concurrent` a
     /// hundred of them read some 700 000 copies a second; at the server's
     /// priority they took the cores from the server's threads and from the
-    /// addressees' readers, and the tail measured was the bench's (p99
-    /// 2.1–2.8 ms against 1.1–1.5, `docs/BENCHMARKS.md`).
+    /// addressees' readers, and the tail measured was the bench's (the
+    /// 4-sender p99 over a day's runs: 2.08 ms against 1.48,
+    /// `docs/BENCHMARKS.md`).
     pub(super) fn in_background(self) -> Tally {
         Tally { background: true, ..self }
     }
