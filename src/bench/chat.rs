@@ -9,7 +9,10 @@
 //! read it, write the next. Envelopes are sealed before the clock starts
 //! (one thread per sender, `bench-seal-I`), so the latency is the server's
 //! and the network's alone: from the sender's write to the addressee
-//! holding the frame.
+//! holding the frame. The clients that only watch the messages go by (all
+//! but the addressees and the viewers) read at the lowest priority, as the
+//! class's own machines that they stand for would not share the server's
+//! cores (`Tally::in_background`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -3,7 +3,8 @@
 //! bytes the server sent, and reports arrivals to the phase on the main
 //! thread through a channel. The main thread (or a phase's sender threads)
 //! write on the socket; the reader thread only reads, so the two halves of
-//! each socket are never shared behind a lock.
+//! each socket are never shared behind a lock. A phase may ask for its
+//! readers to run at the lowest priority ([`Tally::in_background`]).
 
 use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
